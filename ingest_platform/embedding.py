@@ -1,0 +1,157 @@
+"""Sentence-transformers embeddings with a persistent cache keyed by (model id, text hash).
+
+Embedding dominates a build's cost on a CPU, so text that was embedded once, by this model, is
+never embedded again: not on the next run, not when the same paragraph appears in two documents.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest_platform.models import model_id as _model_id
+from ingest_platform.models import resolve_model_path
+from ingest_platform.storage import SegmentStore
+
+log = logging.getLogger(__name__)
+
+
+class Embedder:
+    """One loaded model. Texts are sorted by length before batching so padding stays small."""
+
+    def __init__(self, model: str = "default", device: str = "cpu", batch_size: int = 64):
+        from sentence_transformers import SentenceTransformer
+
+        self.spec = model
+        self.model_id = _model_id(model)
+        self.batch_size = batch_size
+        self.device = device
+        self._model = SentenceTransformer(resolve_model_path(model), device=device)
+        self.dim = int(self._model.get_embedding_dimension())
+        self.max_seq_length = int(self._model.max_seq_length)
+        # torch modules are not re-entrant across threads for inference state; serialise encodes.
+        self._lock = threading.Lock()
+
+    def encode(
+        self, texts: list[str], progress: Callable[[int], None] | None = None, chunk: int = 1024
+    ) -> np.ndarray:
+        """Unit-normalised float32 vectors, in input order."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")[::-1]
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        with self._lock:
+            for start in range(0, len(order), chunk):
+                idx = order[start : start + chunk]
+                out[idx] = self._model.encode(
+                    [texts[i] for i in idx], batch_size=self.batch_size, normalize_embeddings=True,
+                    convert_to_numpy=True, show_progress_bar=False,
+                )
+                if progress:
+                    progress(len(idx))
+        return out
+
+    def encode_query(self, text: str) -> np.ndarray:
+        with self._lock:
+            return self._model.encode(
+                [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )[0].astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def get_embedder(model: str = "default", device: str = "cpu", batch_size: int = 64) -> Embedder:
+    """Loaded once per process and shared: loading the model costs seconds."""
+    return Embedder(model, device, batch_size)
+
+
+def cache_schema(dim: int) -> pa.Schema:
+    return pa.schema([("text_sha256", pa.string()), ("vector", pa.list_(pa.float32(), dim))])
+
+
+def _slug(model_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "--", model_id)
+
+
+class EmbeddingCache:
+    """Vectors by text hash, one append-only segment folder per model id."""
+
+    def __init__(self, home: Path, model_id: str, dim: int):
+        self.store = SegmentStore(Path(home) / "embeddings" / _slug(model_id), cache_schema(dim), "text_sha256")
+        self.dim = dim
+
+    def keys(self) -> set[str]:
+        return self.store.keys()
+
+    def add(self, hashes: list[str], vectors: np.ndarray) -> None:
+        flat = pa.array(vectors.astype(np.float32).ravel(), pa.float32())
+        self.store.append(
+            pa.table({"text_sha256": pa.array(hashes, pa.string()),
+                      "vector": pa.FixedSizeListArray.from_arrays(flat, self.dim)})
+        )
+
+    def vectors_for(self, hashes: pa.Array | list[str]) -> pa.Array:
+        """Vectors aligned with ``hashes``; every hash must be cached (``KeyError`` otherwise)."""
+        hashes = pa.array(hashes, pa.string()) if not isinstance(hashes, pa.Array) else hashes
+        found = self.store.read(pc.unique(hashes).to_pylist())
+        # Duplicate segments (a compaction killed midway) hold identical vectors: keep the first.
+        keys = found.column("text_sha256")
+        first = pc.index_in(pc.unique(keys), keys)
+        found = found.take(first)
+        pos = pc.index_in(hashes, found.column("text_sha256"))
+        if pos.null_count:
+            missing = pc.filter(hashes, pc.is_null(pos))
+            raise KeyError(f"{len(missing)} texts are not embedded yet (e.g. {missing[0]})")
+        return found.column("vector").combine_chunks().take(pos)
+
+
+SAVE_EVERY = 2048
+
+
+@dataclass
+class EmbedStats:
+    model_id: str
+    chunks: int
+    unique_texts: int
+    cache_hits: int
+    embedded: int
+    seconds: float
+
+    @property
+    def hit_rate(self) -> float:
+        return self.cache_hits / self.unique_texts if self.unique_texts else 1.0
+
+    @property
+    def chunks_per_s(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+def embed_missing(
+    texts: pa.Table, embedder: Embedder, cache: EmbeddingCache, progress: Callable[[int], None] | None = None,
+) -> EmbedStats:
+    """Embed the texts of ``texts`` (columns ``text``, ``text_sha256``) the cache lacks."""
+    hashes = texts.column("text_sha256").to_pylist()
+    body = texts.column("text").to_pylist()
+    unique: dict[str, str] = {}
+    for h, t in zip(hashes, body):
+        unique.setdefault(h, t)
+    known = cache.keys()
+    # Longest first, so batches hold similar lengths; saved every ``SAVE_EVERY`` texts so a killed
+    # run keeps what it embedded.
+    todo = sorted((h for h in unique if h not in known), key=lambda h: -len(unique[h]))
+    started = time.perf_counter()
+    for start in range(0, len(todo), SAVE_EVERY):
+        part = todo[start : start + SAVE_EVERY]
+        cache.add(part, embedder.encode([unique[h] for h in part], progress=progress))
+    seconds = time.perf_counter() - started
+    log.info("embedded %d new texts (%d cached) in %.1fs", len(todo), len(unique) - len(todo), seconds)
+    return EmbedStats(embedder.model_id, len(hashes), len(unique), len(unique) - len(todo), len(todo), seconds)

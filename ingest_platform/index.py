@@ -1,0 +1,317 @@
+"""The LanceDB chunks table: incremental sync, indexes, version tags, promotion and rollback.
+
+The table holds one row per chunk (the enrichment columns, a vector, access groups as a list).
+``sync`` brings it to exactly the enriched chunks it is given, touching only documents whose
+``doc_version`` differs, in one ``merge_insert`` commit (upsert + delete), then optimizes so the
+BM25 and scalar indexes cover every row, and tags the result ``candidate``. Serving reads the
+version tagged ``production``; promotion and rollback only move that tag, so they are instant
+and a reader never sees a half-written table.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest_platform.schemas import ENRICHED, conform
+
+log = logging.getLogger(__name__)
+
+CANDIDATE = "candidate"
+PRODUCTION = "production"
+PROMOTED_PREFIX = "promoted-v"
+META_MODEL_ID = b"ingest_platform.embedding_model_id"
+META_MODEL_SPEC = b"ingest_platform.embedding_model"
+FTS_COLUMN = "text"
+# Past this many documents in one change, the delete filter is built per batch (SQL size).
+_FILTER_BATCH = 2000
+
+
+class IndexError_(RuntimeError):
+    """The index is missing or inconsistent; the message says what to run."""
+
+
+def quote(value: str) -> str:
+    """A SQL string literal. Doubling quotes is the only escape DataFusion literals need; NULs
+    cannot occur in a literal at all, so they are refused rather than silently changed."""
+    if "\x00" in value:
+        raise ValueError("filter values may not contain NUL characters")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def in_list(column: str, values: list[str]) -> str:
+    return f"{column} IN ({', '.join(quote(v) for v in values)})"
+
+
+def table_schema(dim: int, model_id: str, model_spec: str) -> pa.Schema:
+    fields = list(ENRICHED) + [pa.field("vector", pa.list_(pa.float32(), dim))]
+    return pa.schema(fields, metadata={META_MODEL_ID: model_id.encode(), META_MODEL_SPEC: model_spec.encode()})
+
+
+@dataclass
+class SyncResult:
+    wrote: bool
+    version: int
+    rows: int
+    upserted_docs: int
+    deleted_docs: int
+    inserted: int
+    updated: int
+    deleted: int
+    rebuilt: bool
+    seconds: float
+
+
+@dataclass
+class PromotionEvent:
+    action: str  # promote | rollback
+    from_version: int | None
+    to_version: int
+    at: str
+    who: str
+    why: str
+
+
+class IndexStore:
+    """One LanceDB database folder (or object-store URI) and its chunks table."""
+
+    def __init__(self, uri: str | os.PathLike, table: str = "chunks", home: str | os.PathLike | None = None):
+        import lancedb
+
+        self.uri = str(uri)
+        self.name = table
+        self.db = lancedb.connect(self.uri)
+        # Promotion history lives beside the state (append-only JSONL, readable by DuckDB).
+        self.home = Path(home) if home is not None else Path(self.uri).parent
+
+    # ---- reading ----------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.name in self.db.table_names()
+
+    def open(self):
+        if not self.exists():
+            raise IndexError_("no index has been built yet: run `ingest-platform run` first")
+        return self.db.open_table(self.name)
+
+    def model(self, table=None) -> tuple[str, str]:
+        """(model id, model spec) recorded with the table: queries must use the same model."""
+        md = (table or self.open()).schema.metadata or {}
+        return md.get(META_MODEL_ID, b"").decode(), md.get(META_MODEL_SPEC, b"default").decode()
+
+    def doc_versions(self, table=None) -> dict[str, str]:
+        table = table or (self.open() if self.exists() else None)
+        if table is None:
+            return {}
+        data = _scan(table, ["doc_id", "doc_version"])
+        return dict(zip(data.column("doc_id").to_pylist(), data.column("doc_version").to_pylist()))
+
+    def tags(self) -> dict[str, int]:
+        if not self.exists():
+            return {}
+        return {name: info["version"] for name, info in self.open().tags.list().items()}
+
+    def version_of(self, ref: str | int) -> int:
+        if isinstance(ref, int) or str(ref).isdigit():
+            return int(ref)
+        tags = self.tags()
+        if ref not in tags:
+            hint = "run `ingest-platform run`" if ref == PRODUCTION else "build an index first"
+            raise IndexError_(f"no version is tagged {ref!r}: {hint}")
+        return tags[ref]
+
+    def checkout(self, ref: str | int):
+        table = self.open()
+        table.checkout(self.version_of(ref))
+        return table
+
+    # ---- writing ----------------------------------------------------------------------------
+    def sync(
+        self,
+        enriched: pa.Table,
+        vectors_for,
+        *,
+        dim: int,
+        model_id: str,
+        model_spec: str,
+        vector_index_min_rows: int = 100_000,
+        retention: timedelta | None = None,
+    ) -> SyncResult:
+        """Make the table hold exactly ``enriched`` (with vectors from ``vectors_for(hashes)``)."""
+        started = time.perf_counter()
+        enriched = conform(enriched, ENRICHED)
+        desired = dict(zip(enriched.column("doc_id").to_pylist(), enriched.column("doc_version").to_pylist()))
+        schema = table_schema(dim, model_id, model_spec)
+        rebuild = not self.exists() or self.model()[0] != model_id
+        current = {} if rebuild else self.doc_versions()
+        upsert = sorted(d for d, v in desired.items() if current.get(d) != v)
+        delete = sorted(d for d in current if d not in desired)
+        if not rebuild and not upsert and not delete:
+            table = self.open()
+            self._ensure_candidate_tag(table)
+            return SyncResult(False, table.version, table.count_rows(), 0, 0, 0, 0, 0, False,
+                              time.perf_counter() - started)
+        rows = enriched if rebuild else enriched.filter(pc.is_in(enriched["doc_id"], pa.array(upsert, pa.string())))
+        rows = _with_vectors(rows, vectors_for(rows.column("text_sha256")), schema)
+        if rebuild:
+            # A model change rebuilds in a new version of the same table: tags (production) stay
+            # on the old version until the new one is checked and promoted.
+            table = self.db.create_table(self.name, rows, schema=schema, mode="overwrite" if self.exists() else "create")
+            inserted, updated, deleted = rows.num_rows, 0, 0
+        else:
+            table = self.open()
+            inserted, updated, deleted = self._merge(table, rows, upsert, delete)
+        self._ensure_indexes(table, vector_index_min_rows)
+        table.optimize(cleanup_older_than=retention)
+        self._ensure_candidate_tag(table, force=True)
+        return SyncResult(True, table.version, table.count_rows(), len(upsert), len(delete), inserted,
+                          updated, deleted, rebuild, time.perf_counter() - started)
+
+    def _merge(self, table, rows: pa.Table, upsert: list[str], delete: list[str]) -> tuple[int, int, int]:
+        affected = upsert + delete
+        # What the merge must delete: rows of affected documents whose chunk id is not re-inserted.
+        old_ids: set[str] = set()
+        for start in range(0, len(affected), _FILTER_BATCH):
+            part = affected[start : start + _FILTER_BATCH]
+            old_ids.update(_scan(table, ["chunk_id"], in_list("doc_id", part)).column("chunk_id").to_pylist())
+        new_ids = set(rows.column("chunk_id").to_pylist())
+        expect_deleted = len(old_ids - new_ids)
+        expect_updated = len(old_ids & new_ids)
+        if rows.num_rows == 0:
+            before = table.count_rows()
+            table.delete(in_list("doc_id", affected))
+            got = (0, 0, before - table.count_rows())
+        else:
+            result = (
+                table.merge_insert("chunk_id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .when_not_matched_by_source_delete(in_list("doc_id", affected))
+                .execute(rows)
+            )
+            got = (result.num_inserted_rows, result.num_updated_rows, result.num_deleted_rows)
+        want = (rows.num_rows - expect_updated, expect_updated, expect_deleted)
+        if got != want:  # lancedb #3515: a merge can silently match nothing
+            raise IndexError_(f"index merge changed (inserted, updated, deleted)={got}, expected {want}")
+        return got
+
+    def _ensure_indexes(self, table, vector_index_min_rows: int) -> None:
+        existing = {tuple(ix.columns): ix.index_type for ix in table.list_indices()}
+        if (FTS_COLUMN,) not in existing:
+            table.create_fts_index(
+                FTS_COLUMN, with_position=True, stem=True, remove_stop_words=True, language="English",
+                lower_case=True, ascii_folding=True, replace=True,
+            )
+        # No scalar index on chunk_id: a BTREE on the merge key has made merges match 0 rows.
+        for column, kind in (("doc_id", "BTREE"), ("source", "BITMAP"), ("format", "BITMAP"),
+                             ("language", "BITMAP"), ("access_groups", "LABEL_LIST")):
+            if (column,) not in existing:
+                table.create_scalar_index(column, index_type=kind)
+        if ("vector",) not in existing and table.count_rows() >= vector_index_min_rows:
+            table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_PQ")
+
+    def _ensure_candidate_tag(self, table, force: bool = False) -> None:
+        tags = table.tags.list()
+        if CANDIDATE not in tags:
+            table.tags.create(CANDIDATE, table.version)
+        elif force or tags[CANDIDATE]["version"] != table.version:
+            table.tags.update(CANDIDATE, table.version)
+
+    def unindexed_rows(self, ref: str | int | None = None) -> dict[str, int]:
+        table = self.checkout(ref) if ref is not None else self.open()
+        return {ix.name: table.index_stats(ix.name).num_unindexed_rows for ix in table.list_indices()}
+
+    # ---- promotion --------------------------------------------------------------------------
+    @property
+    def history_path(self) -> Path:
+        return self.home / "promotions.jsonl"
+
+    def history(self) -> list[PromotionEvent]:
+        if not self.history_path.exists():
+            return []
+        return [PromotionEvent(**json.loads(line)) for line in self.history_path.read_text().splitlines() if line.strip()]
+
+    def _record(self, event: PromotionEvent) -> None:
+        self.history_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.history_path, "a") as fh:
+            fh.write(json.dumps(asdict(event)) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _move_production(self, table, version: int, action: str, why: str, who: str | None) -> PromotionEvent:
+        tags = table.tags.list()
+        old = tags.get(PRODUCTION, {}).get("version")
+        # The promoted version keeps a tag of its own so retention never removes a rollback target.
+        keep = f"{PROMOTED_PREFIX}{version}"
+        if keep not in tags:
+            table.tags.create(keep, version)
+        if PRODUCTION in tags:
+            table.tags.update(PRODUCTION, version)
+        else:
+            table.tags.create(PRODUCTION, version)
+        event = PromotionEvent(action, old, version, datetime.now(UTC).isoformat(), who or _whoami(), why)
+        self._record(event)
+        log.info("%s: production %s -> %s (%s)", action, old, version, why)
+        return event
+
+    def promote(self, version: int | str = CANDIDATE, *, why: str = "", who: str | None = None) -> PromotionEvent:
+        table = self.open()
+        target = self.version_of(version)
+        return self._move_production(table, target, "promote", why, who)
+
+    def production_stack(self) -> list[int]:
+        """Production versions in promotion order, rollbacks popped: the last is current."""
+        stack: list[int] = []
+        for event in self.history():
+            if event.action == "promote":
+                if not stack or stack[-1] != event.to_version:
+                    stack.append(event.to_version)
+            elif event.action == "rollback" and stack:
+                stack.pop()
+        return stack
+
+    def rollback(self, *, why: str = "", who: str | None = None) -> PromotionEvent:
+        stack = self.production_stack()
+        if len(stack) < 2:
+            raise IndexError_("nothing to roll back to: production has had only one version")
+        return self._move_production(self.open(), stack[-2], "rollback", why, who)
+
+    def cleanup(self, older_than: timedelta, keep_promoted: int = 5) -> dict:
+        """Drop untagged versions older than ``older_than``; keep the last ``keep_promoted``
+        promoted versions tagged (rollback targets) and untag older ones so they can go too."""
+        table = self.open()
+        stack = self.production_stack()
+        keep = {f"{PROMOTED_PREFIX}{v}" for v in stack[-keep_promoted:]}
+        for name in list(table.tags.list()):
+            if name.startswith(PROMOTED_PREFIX) and name not in keep:
+                table.tags.delete(name)
+        stats = table.cleanup_old_versions(older_than=older_than)
+        return {"bytes_removed": getattr(stats, "bytes_removed", None), "old_versions": getattr(stats, "old_versions", None)}
+
+
+def _scan(table, columns: list[str], where: str | None = None) -> pa.Table:
+    query = table.search().select(columns)
+    if where:
+        query = query.where(where)
+    return query.limit(None).to_arrow()
+
+
+def _with_vectors(rows: pa.Table, vectors: pa.Array, schema: pa.Schema) -> pa.Table:
+    rows = conform(rows, ENRICHED)
+    vectors = vectors.cast(schema.field("vector").type)
+    return pa.Table.from_arrays([*rows.columns, vectors], schema=schema)
+
+
+def _whoami() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

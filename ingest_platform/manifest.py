@@ -1,0 +1,186 @@
+"""The persistent document manifest: what each source holds, by content hash, and what changed.
+
+A scan is compared with the previous manifest. A document whose size and mtime are unchanged keeps
+its previous hash without being read (the same bargain git's index makes); anything else is read and
+hashed. ``doc_version`` combines the content hash, the metadata that shapes its chunks (groups, title,
+sidecar keys) and the pipeline settings, and is what every later stage reconciles on: a stage's
+output for a document is current exactly when it carries the document's current ``doc_version``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+from ingest_platform.schemas import MANIFEST
+from ingest_platform.sources import RECORD_FORMAT, ScanItem
+from ingest_platform.storage import atomic_write_parquet, read_parquet
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("new", "changed", "unchanged", "deleted", "failed")
+LIVE = ("new", "changed", "unchanged")
+
+
+@dataclass
+class ScanSummary:
+    counts: dict[str, int]
+    failures: list[dict]
+    scanned_sources: list[str]
+    seconds: float = 0.0
+    hashed: int = 0  # documents whose bytes had to be read this scan
+    errors: list[str] = field(default_factory=list)  # whole sources that could not be listed
+
+    @property
+    def changed(self) -> int:
+        return sum(self.counts.get(s, 0) for s in ("new", "changed", "deleted"))
+
+
+def manifest_path(home: Path) -> Path:
+    return Path(home) / "manifest.parquet"
+
+
+def load_manifest(home: Path) -> pa.Table:
+    return read_parquet(manifest_path(home), MANIFEST)
+
+
+def save_manifest(home: Path, table: pa.Table) -> None:
+    atomic_write_parquet(table, manifest_path(home))
+
+
+def doc_version(content_sha256: str, meta_sha256: str, pipeline_fingerprint: str) -> str:
+    return hashlib.sha256(f"{content_sha256}|{meta_sha256}|{pipeline_fingerprint}".encode()).hexdigest()[:32]
+
+
+def _format_of(item: ScanItem) -> str:
+    if item.format_hint:
+        return item.format_hint
+    from ingest_platform.parsing import detect_format
+
+    return detect_format(item.relpath, b"")
+
+
+def reconcile(
+    previous: pa.Table,
+    items: Iterable[ScanItem],
+    *,
+    pipeline_fingerprint: str,
+    now: datetime | None = None,
+    unscanned_sources: set[str] = frozenset(),
+) -> tuple[pa.Table, int]:
+    """The new manifest for a scan, and how many documents had to be read to hash them.
+
+    Documents of a source that could not be listed at all (``unscanned_sources``) keep their
+    previous rows: an unreachable bucket must not look like every document was deleted.
+    """
+    now = now or datetime.now(UTC)
+    prev = {row["doc_id"]: row for row in previous.to_pylist()}
+    rows: list[dict] = []
+    seen: set[str] = set()
+    hashed = 0
+    for item in items:
+        if item.doc_id in seen:  # two sources cannot share a name, so this is a record-level dup
+            continue
+        seen.add(item.doc_id)
+        old = prev.get(item.doc_id)
+        row = {
+            "doc_id": item.doc_id, "source": item.source, "source_uri": item.source_uri,
+            "relpath": item.relpath, "format": _format_of(item), "size": item.size,
+            "mtime": item.mtime, "meta_sha256": item.meta_sha256, "title": item.title,
+            "access_groups": item.access_groups,
+            "metadata_json": json.dumps(item.metadata, sort_keys=True, default=str),
+            "first_seen": old["first_seen"] if old and old["status"] != "deleted" else now,
+            "last_seen": now, "reason": None,
+        }
+        if item.error:
+            row.update(content_sha256=None, doc_version=None, status="failed", reason=item.error)
+            row["last_changed"] = old["last_changed"] if old and old.get("reason") == item.error else now
+            rows.append(row)
+            continue
+        content = item.content_sha256
+        if content is None:
+            reusable = (
+                old is not None and old["content_sha256"] and old["size"] == item.size
+                and old["mtime"] == item.mtime
+            )
+            if reusable:
+                content = old["content_sha256"]
+            else:
+                try:
+                    content = hashlib.sha256(item.read()).hexdigest()
+                    hashed += 1
+                except OSError as exc:  # deleted or made unreadable since it was listed
+                    row.update(content_sha256=None, doc_version=None, status="failed",
+                               reason=f"unreadable: {type(exc).__name__}: {exc.strerror or exc}",
+                               last_changed=now)
+                    rows.append(row)
+                    continue
+        version = doc_version(content, item.meta_sha256, pipeline_fingerprint)
+        if old is None or old["status"] == "deleted":
+            status = "new"
+        elif old["doc_version"] == version:
+            # A parse failure is re-marked by the parse stage from its cache, not carried here.
+            status = "unchanged"
+        else:
+            status = "changed"
+        row.update(content_sha256=content, doc_version=version, status=status)
+        row["last_changed"] = old["last_changed"] if status == "unchanged" else now
+        rows.append(row)
+    for doc_id, old in prev.items():
+        if doc_id in seen:
+            continue
+        if old["source"] in unscanned_sources:
+            rows.append(old)
+        elif old["status"] != "deleted":
+            # Reported once as deleted, then dropped on the next scan.
+            rows.append({**old, "status": "deleted", "reason": None, "last_changed": now})
+    rows.sort(key=lambda r: r["doc_id"])
+    return pa.Table.from_pylist(rows, schema=MANIFEST), hashed
+
+
+def mark_failed(manifest: pa.Table, failures: dict[str, str]) -> pa.Table:
+    """Record parse failures (doc_id -> reason) in the manifest; other rows are untouched."""
+    if not failures:
+        return manifest
+    rows = manifest.to_pylist()
+    for row in rows:
+        reason = failures.get(row["doc_id"])
+        if reason is not None:
+            row["status"], row["reason"] = "failed", reason
+    return pa.Table.from_pylist(rows, schema=MANIFEST)
+
+
+def live_documents(manifest: pa.Table) -> pa.Table:
+    """Documents whose chunks belong in the index: present and not failed."""
+    import pyarrow.compute as pc
+
+    return manifest.filter(pc.is_in(manifest["status"], pa.array(LIVE)))
+
+
+def summarize(manifest: pa.Table) -> dict:
+    rows = manifest.select(["doc_id", "source_uri", "status", "reason"]).to_pylist()
+    by_status = Counter(r["status"] for r in rows)
+    present = [r for r in rows if r["status"] != "deleted"]
+    return {
+        "total": len(present),
+        "by_status": {s: by_status.get(s, 0) for s in STATUSES},
+        "failures": [
+            {"doc_id": r["doc_id"], "source_uri": r["source_uri"], "reason": r["reason"]}
+            for r in rows
+            if r["status"] == "failed"
+        ],
+    }
+
+
+__all__ = [
+    "RECORD_FORMAT", "STATUSES", "ScanSummary", "load_manifest", "save_manifest", "reconcile",
+    "mark_failed", "live_documents", "summarize", "manifest_path",
+]

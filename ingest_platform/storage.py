@@ -1,0 +1,97 @@
+"""Crash-safe files under the state directory.
+
+Every file is written to a temporary name and renamed into place, so a killed run leaves either the
+old file or the new one, never half of one. Caches are append-only "segment" folders: each run adds
+one Parquet file, and readers see only complete segments.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from ingest_platform.schemas import conform
+
+
+def atomic_write_parquet(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_parquet(path: Path, schema: pa.Schema) -> pa.Table:
+    """The table at ``path`` conformed to ``schema``, or an empty one when it does not exist yet."""
+    if not path.exists():
+        return schema.empty_table()
+    return conform(pq.read_table(path), schema)
+
+
+class SegmentStore:
+    """An append-only keyed cache: a folder of Parquet segments sharing one schema and key column."""
+
+    def __init__(self, folder: Path, schema: pa.Schema, key: str):
+        self.folder, self.schema, self.key = folder, schema, key
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(".*.tmp"):  # left by a killed writer; never visible to readers
+            stale.unlink(missing_ok=True)
+
+    def _segments(self) -> list[str]:
+        return sorted(str(p) for p in self.folder.glob("segment-*.parquet"))
+
+    def _dataset(self) -> ds.Dataset | None:
+        files = self._segments()
+        return ds.dataset(files, schema=self.schema, format="parquet") if files else None
+
+    def keys(self) -> set[str]:
+        data = self._dataset()
+        if data is None:
+            return set()
+        return set(data.to_table(columns=[self.key]).column(self.key).to_pylist())
+
+    def read(self, keys: Iterable[str], columns: list[str] | None = None) -> pa.Table:
+        data = self._dataset()
+        wanted = pa.array(sorted(set(keys)), pa.string())
+        if data is None or len(wanted) == 0:
+            return self.schema.empty_table() if columns is None else self.schema.empty_table().select(columns)
+        table = data.to_table(columns=columns, filter=pc.field(self.key).isin(wanted))
+        return table
+
+    def append(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        name = f"segment-{uuid.uuid4().hex}.parquet"
+        atomic_write_parquet(conform(table, self.schema), self.folder / name)
+
+    def compact(self, live: set[str] | None = None) -> int:
+        """Rewrite all segments as one, keeping one row group per key in ``live`` (all when None).
+
+        Returns the number of segments folded. The new segment is in place before old ones go.
+        """
+        files = self._segments()
+        if len(files) < 2 and live is None:
+            return 0
+        data = self._dataset()
+        table = data.to_table()
+        if live is not None:
+            table = table.filter(pc.field(self.key).isin(pa.array(sorted(live), pa.string())))
+        self.append(table)
+        for f in files:
+            os.unlink(f)
+        return len(files)
