@@ -67,12 +67,9 @@ class SourceConfig(BaseModel):
     def resolved_kind(self) -> str:
         if self.kind:
             return self.kind
-        if "://" in self.path and not self.path.startswith("file://"):
-            return "fsspec"
-        p = self.path.removeprefix("file://")
-        if p.endswith((".jsonl", ".parquet", ".ndjson")):
+        if self.path.endswith((".jsonl", ".parquet", ".ndjson")):
             return "records"
-        return "directory" if not self.path.startswith("file://") else "fsspec"
+        return "fsspec" if "://" in self.path else "directory"
 
 
 class ParsingSettings(BaseModel):

@@ -138,7 +138,8 @@ def reconcile(
         if doc_id in seen:
             continue
         if old["source"] in unscanned_sources:
-            rows.append(old)
+            # Unknown this time: keep serving what we have, and report it as not changed.
+            rows.append({**old, "status": "unchanged" if old["status"] in LIVE else old["status"]})
         elif old["status"] != "deleted":
             # Reported once as deleted, then dropped on the next scan.
             rows.append({**old, "status": "deleted", "reason": None, "last_changed": now})

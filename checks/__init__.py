@@ -1,0 +1,1 @@
+"""Dagster asset checks: index consistency, freshness, data quality and the eval gate."""

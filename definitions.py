@@ -1,0 +1,72 @@
+"""The one Dagster ``Definitions`` of ingest-platform, and the in-process runner the CLI uses.
+
+``dagster dev -w workspace.yaml`` loads ``defs`` from here. Resources read ``ingest-platform.toml``
+(or ``INGEST_PLATFORM_CONFIG``) and the environment, like the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from assets.index import candidate_index, embeddings, production_index
+from assets.ingest import chunks, document_manifest, enriched_chunks, parsed_documents
+from checks.index_checks import index_is_complete
+from resources import build_resources
+
+ASSETS = [document_manifest, parsed_documents, chunks, enriched_chunks, embeddings, candidate_index, production_index]
+CHECKS = [index_is_complete]
+
+index_job = dg.define_asset_job(
+    "index_job",
+    selection=dg.AssetSelection.assets(*ASSETS),
+    description="The incremental pipeline end to end: scan, parse, chunk, enrich, embed, index, "
+                "checks, promote.",
+)
+
+defs = dg.Definitions(
+    assets=ASSETS,
+    asset_checks=CHECKS,
+    jobs=[index_job],
+    resources=build_resources(os.environ.get("INGEST_PLATFORM_CONFIG")),
+)
+
+
+DAGSTER_YAML = """\
+# Written by ingest-platform. SQLite storage under this folder; telemetry off; one run at a time
+# so embedding never competes with another run for the cores.
+telemetry:
+  enabled: false
+run_queue:
+  max_concurrent_runs: 1
+"""
+
+
+def instance_for(home: Path) -> dg.DagsterInstance:
+    """A persistent Dagster instance under the state directory (run history, check results)."""
+    dagster_home = Path(home).resolve() / "dagster"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    cfg = dagster_home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text(DAGSTER_YAML)
+    return dg.DagsterInstance.from_config(str(dagster_home))
+
+
+def execute_run(*, config_file: str | None = None, home: str | None = None, sources: list[str] | None = None,
+                instance: dg.DagsterInstance | None = None, extra_checks: list | None = None,
+                raise_on_error: bool = False) -> dg.ExecuteInProcessResult:
+    """Materialize every asset and check in this process (what ``ingest-platform run`` does)."""
+    from ingest_platform.config import load_settings
+
+    settings = load_settings(config_file, home=home)
+    resources = build_resources(config_file, str(settings.home), json.dumps(sources) if sources else None)
+    return dg.materialize(
+        [*ASSETS, *CHECKS, *(extra_checks or [])],
+        resources=resources,
+        instance=instance or instance_for(settings.home),
+        raise_on_error=raise_on_error,
+        tags={"ingest_platform/trigger": "cli"},
+    )

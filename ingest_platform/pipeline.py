@@ -1,0 +1,393 @@
+"""The pipeline's stages as plain functions over the state directory.
+
+Each stage reads what the previous one left under ``settings.home`` and reconciles its own output
+against the manifest's ``doc_version``s: output for a document is redone only when that document's
+version changed, and output for a document that is gone is dropped. Because stages compare state
+rather than trusting "what changed in this run", a run killed at any point is finished by the next.
+Dagster assets, the CLI and the benchmarks all call these same functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest_platform import manifest as mf
+from ingest_platform.config import Settings
+from ingest_platform.schemas import CHUNKS, ELEMENTS, ENRICHED, conform
+from ingest_platform.sources import RECORD_FORMAT, make_source
+from ingest_platform.storage import SegmentStore, atomic_write_parquet, read_parquet
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None] | None
+
+PARSED_SCHEMA = pa.schema([("content_sha256", pa.string()), *ELEMENTS])
+FAILURE_SCHEMA = pa.schema([("cache_key", pa.string()), ("reason", pa.string())])
+
+
+# ---- locations ----------------------------------------------------------------------------------
+
+
+def chunks_path(s: Settings) -> Path:
+    return s.state / "chunks.parquet"
+
+
+def enriched_path(s: Settings) -> Path:
+    return s.state / "enriched.parquet"
+
+
+def scans_log(s: Settings) -> Path:
+    return s.state / "scans.jsonl"
+
+
+def parsed_store(s: Settings) -> SegmentStore:
+    return SegmentStore(s.state / "parsed" / "elements", PARSED_SCHEMA, "content_sha256")
+
+
+def failure_store(s: Settings) -> SegmentStore:
+    return SegmentStore(s.state / "parsed" / "failures", FAILURE_SCHEMA, "cache_key")
+
+
+def parse_fingerprint(s: Settings) -> str:
+    """Parse failures are cached per content hash *and* these settings: raising a limit retries."""
+    import unstructured
+
+    payload = {**s.parsing.model_dump(exclude={"workers"}), "unstructured": unstructured.__version__}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ---- scan ---------------------------------------------------------------------------------------
+
+
+def scan(settings: Settings, now: datetime | None = None) -> mf.ScanSummary:
+    """List every source, reconcile with the previous manifest, save it, log the scan per source."""
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    settings.state.mkdir(parents=True, exist_ok=True)
+    previous = mf.load_manifest(settings.state)
+    items, unscanned, errors, scanned = [], set(), [], []
+    for cfg in settings.sources:
+        try:
+            items.extend(make_source(cfg, settings.default_access_groups).scan())
+            scanned.append(cfg.name)
+        except (OSError, ValueError, ImportError) as exc:
+            unscanned.add(cfg.name)
+            errors.append(f"source {cfg.name!r} could not be listed: {exc}")
+            log.error(errors[-1])
+    # Documents of a source that could not be listed are kept; of one no longer configured
+    # (``--source`` replaces the configured sources), reported deleted.
+    table, hashed = mf.reconcile(
+        previous, items, pipeline_fingerprint=settings.pipeline_fingerprint(), now=now,
+        unscanned_sources=unscanned,
+    )
+    mf.save_manifest(settings.state, table)
+    summary = mf.summarize(table)
+    with open(scans_log(settings), "a") as fh:
+        for name in scanned:
+            fh.write(json.dumps({"source": name, "at": now.isoformat(), "ok": True}) + "\n")
+        for name in unscanned:
+            fh.write(json.dumps({"source": name, "at": now.isoformat(), "ok": False}) + "\n")
+    return mf.ScanSummary(summary["by_status"], summary["failures"], scanned,
+                          time.perf_counter() - started, hashed, errors)
+
+
+def last_scans(settings: Settings) -> dict[str, datetime]:
+    """Per source, when it was last listed successfully (for freshness checks)."""
+    out: dict[str, datetime] = {}
+    path = scans_log(settings)
+    if path.exists():
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("ok"):
+                out[rec["source"]] = max(out.get(rec["source"], datetime.min.replace(tzinfo=UTC)),
+                                         datetime.fromisoformat(rec["at"]))
+    return out
+
+
+# ---- parse --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ParseSummary:
+    parsed: int = 0  # documents parsed in this run
+    cached: int = 0  # documents whose parse was already cached
+    failed: int = 0
+    elements: int = 0
+    seconds: float = 0.0
+    failures: list[dict] = field(default_factory=list)
+
+
+def record_elements(payload: bytes) -> pa.Table:
+    """A record's title becomes a Title element; its text, one element per paragraph."""
+    data = json.loads(payload)
+    rows = []
+    if data.get("title", "").strip():
+        rows.append({"type": "Title", "text": data["title"].strip(), "category_depth": 0})
+    for para in (p.strip() for p in data.get("text", "").split("\n\n")):
+        if para:
+            rows.append({"type": "NarrativeText", "text": para})
+    for i, row in enumerate(rows):
+        row["element_index"] = i
+    return conform(pa.Table.from_pylist(rows), ELEMENTS) if rows else ELEMENTS.empty_table()
+
+
+def parse(settings: Settings, progress: Progress = None) -> ParseSummary:
+    """Parse every live document whose content hash is not in the parse cache yet."""
+    from ingest_platform.parsing import ParseError, parse_many
+
+    started = time.perf_counter()
+    summary = ParseSummary()
+    manifest = mf.load_manifest(settings.state)
+    fp = parse_fingerprint(settings)
+    elements, failures = parsed_store(settings), failure_store(settings)
+    done, failed_keys = elements.keys(), failures.keys()
+    rows = [r for r in manifest.to_pylist() if r["status"] in mf.LIVE and r["content_sha256"]]
+    todo: dict[str, dict] = {}
+    for r in rows:
+        h = r["content_sha256"]
+        if h in done or f"{h}:{fp}" in failed_keys:
+            summary.cached += 1
+        else:
+            todo.setdefault(h, r)
+    doc_failures: dict[str, str] = {}
+    if todo:
+        doc_failures.update(_parse_todo(settings, todo, fp, elements, failures, summary, progress, ParseError, parse_many))
+    # Re-mark failures from the cache (a document that failed before and did not change).
+    cached_reasons = {}
+    all_failed = failures.keys()
+    failed_hashes = {r["content_sha256"] for r in rows if f"{r['content_sha256']}:{fp}" in all_failed}
+    if failed_hashes:
+        ftab = failures.read([f"{h}:{fp}" for h in failed_hashes])
+        cached_reasons = {k.split(":")[0]: v for k, v in zip(ftab["cache_key"].to_pylist(), ftab["reason"].to_pylist())}
+    for r in rows:
+        reason = doc_failures.get(r["doc_id"]) or cached_reasons.get(r["content_sha256"])
+        if reason:
+            doc_failures[r["doc_id"]] = reason
+    manifest = mf.mark_failed(manifest, doc_failures)
+    mf.save_manifest(settings.state, manifest)
+    summary.failed = len(doc_failures)
+    summary.failures = [f for f in mf.summarize(manifest)["failures"]]
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _parse_todo(settings, todo, fp, elements, failures, summary, progress, ParseError, parse_many) -> dict[str, str]:
+    """Read and parse ``todo`` (content hash -> manifest row); returns doc_id -> transient reason."""
+    sources = {c.name: make_source(c, settings.default_access_groups) for c in settings.sources}
+    wanted = {r["doc_id"]: h for h, r in todo.items()}
+    items = {}
+    for name in {r["source"] for r in todo.values()}:
+        if name in sources:
+            items.update({i.doc_id: i for i in sources[name].scan() if i.doc_id in wanted})
+    transient: dict[str, str] = {}
+    batch: list[pa.Table] = []
+    fail_rows: list[dict] = []
+    jobs = []
+    limit = settings.parsing.max_file_bytes
+    for doc_id, h in wanted.items():
+        row, item = todo[h], items.get(doc_id)
+        if item is None or item.read is None:
+            transient[doc_id] = "vanished: deleted or renamed between scan and parse"
+            continue
+        if row["size"] > limit and row["format"] != RECORD_FORMAT:
+            fail_rows.append({"cache_key": f"{h}:{fp}", "reason": f"file exceeds max_file_bytes ({row['size']} > {limit})"})
+            continue
+        try:
+            data = item.read()
+        except OSError as exc:
+            transient[doc_id] = f"unreadable: {type(exc).__name__}: {exc.strerror or exc}"
+            continue
+        if hashlib.sha256(data).hexdigest() != h:
+            transient[doc_id] = "changed between scan and parse: the next run picks up the new content"
+            continue
+        if row["format"] == RECORD_FORMAT:
+            table = record_elements(data)
+            if table.num_rows == 0:
+                fail_rows.append({"cache_key": f"{h}:{fp}", "reason": "empty record: no title or text"})
+            else:
+                batch.append(_tag(table, h))
+                summary.parsed += 1
+                summary.elements += table.num_rows
+            if progress:
+                progress(1)
+            continue
+        jobs.append((h, data, row["relpath"].rsplit("/", 1)[-1], row["format"]))
+    for key, result in parse_many(jobs, settings.parsing):
+        if isinstance(result, ParseError):
+            fail_rows.append({"cache_key": f"{key}:{fp}", "reason": result.reason})
+        else:
+            batch.append(_tag(result, key))
+            summary.parsed += 1
+            summary.elements += result.num_rows
+        if progress:
+            progress(1)
+        if sum(t.num_rows for t in batch) > 50_000:
+            elements.append(pa.concat_tables(batch))
+            batch = []
+    if batch:
+        elements.append(pa.concat_tables(batch))
+    if fail_rows:
+        failures.append(pa.Table.from_pylist(fail_rows, schema=FAILURE_SCHEMA))
+    return transient
+
+
+def _tag(table: pa.Table, content_sha256: str) -> pa.Table:
+    table = conform(table, ELEMENTS)
+    return table.add_column(0, "content_sha256", pa.array([content_sha256] * table.num_rows, pa.string()))
+
+
+# ---- chunk & enrich -----------------------------------------------------------------------------
+
+
+@dataclass
+class StageSummary:
+    documents: int  # documents (re)processed in this run
+    kept: int  # documents whose output was already current
+    dropped: int  # documents whose output was removed
+    rows: int  # rows in the stage's full output
+    seconds: float
+
+
+def _reconcile_output(previous: pa.Table, live: dict[str, str]) -> tuple[pa.Table, list[str], int]:
+    """Split a stage's previous output into still-current rows and the documents to redo."""
+    prev_versions = dict(zip(previous["doc_id"].to_pylist(), previous["doc_version"].to_pylist()))
+    current = [d for d, v in prev_versions.items() if live.get(d) == v]
+    keep = previous.filter(pc.is_in(previous["doc_id"], pa.array(current, pa.string())))
+    todo = sorted(d for d, v in live.items() if prev_versions.get(d) != v)
+    dropped = len(set(prev_versions) - set(live))
+    return keep, todo, dropped
+
+
+def chunk(settings: Settings, progress: Progress = None) -> StageSummary:
+    from ingest_platform.chunking import chunk_elements
+    from ingest_platform.models import load_tokenizer
+
+    started = time.perf_counter()
+    live_rows = mf.live_documents(mf.load_manifest(settings.state))
+    live = dict(zip(live_rows["doc_id"].to_pylist(), live_rows["doc_version"].to_pylist()))
+    previous = read_parquet(chunks_path(settings), CHUNKS)
+    keep, todo, dropped = _reconcile_output(previous, live)
+    if not todo and not dropped and chunks_path(settings).exists():
+        return StageSummary(0, len(live), 0, previous.num_rows, time.perf_counter() - started)
+    hashes = dict(zip(live_rows["doc_id"].to_pylist(), live_rows["content_sha256"].to_pylist()))
+    elements = parsed_store(settings).read({hashes[d] for d in todo})
+    by_hash = _group_rows(elements, "content_sha256")
+    tokenizer = load_tokenizer(settings.embedding.model)
+    parts = [keep]
+    for doc_id in todo:
+        els = by_hash.get(hashes[doc_id])
+        if els is None:
+            continue
+        parts.append(chunk_elements(
+            els, doc_id=doc_id, doc_version=live[doc_id], tokenizer=tokenizer,
+            max_tokens=settings.chunking.max_tokens, overlap_tokens=settings.chunking.overlap_tokens,
+        ))
+        if progress:
+            progress(1)
+    out = pa.concat_tables([conform(p, CHUNKS) for p in parts])
+    atomic_write_parquet(out, chunks_path(settings))
+    return StageSummary(len(todo), len(live) - len(todo), dropped, out.num_rows, time.perf_counter() - started)
+
+
+def _group_rows(table: pa.Table, key: str) -> dict[str, pa.Table]:
+    """Rows grouped by ``key``, each group sorted by element_index with duplicates removed."""
+    if table.num_rows == 0:
+        return {}
+    table = table.sort_by([(key, "ascending"), ("element_index", "ascending")])
+    keys = table[key].to_numpy(zero_copy_only=False)
+    out: dict[str, pa.Table] = {}
+    start = 0
+    for i in range(1, len(keys) + 1):
+        if i == len(keys) or keys[i] != keys[start]:
+            group = table.slice(start, i - start).drop_columns([key])
+            idx = group["element_index"].to_numpy()
+            if len(idx) and (idx[1:] == idx[:-1]).any():  # a duplicated segment; keep one copy
+                mask = pa.array([True] + list(idx[1:] != idx[:-1]))
+                group = group.filter(mask)
+            out[keys[start]] = group
+            start = i
+    return out
+
+
+def enrich(settings: Settings) -> StageSummary:
+    from ingest_platform.enrichment import enrich_chunks
+    from ingest_platform.models import load_tokenizer
+
+    started = time.perf_counter()
+    live_rows = mf.live_documents(mf.load_manifest(settings.state))
+    live = dict(zip(live_rows["doc_id"].to_pylist(), live_rows["doc_version"].to_pylist()))
+    chunks = read_parquet(chunks_path(settings), CHUNKS)
+    # Only chunks made from the current version of a live document count.
+    chunk_live = {d: v for d, v in zip(chunks["doc_id"].to_pylist(), chunks["doc_version"].to_pylist()) if live.get(d) == v}
+    previous = read_parquet(enriched_path(settings), ENRICHED)
+    keep, todo, dropped = _reconcile_output(previous, chunk_live)
+    if not todo and not dropped and enriched_path(settings).exists():
+        return StageSummary(0, len(chunk_live), 0, previous.num_rows, time.perf_counter() - started)
+    fresh = chunks.filter(pc.is_in(chunks["doc_id"], pa.array(todo, pa.string())))
+    docs = live_rows.filter(pc.is_in(live_rows["doc_id"], pa.array(todo, pa.string())))
+    enriched = enrich_chunks(fresh, docs, redact=settings.redact_sensitive,
+                             tokenizer=load_tokenizer(settings.embedding.model)) if fresh.num_rows else ENRICHED.empty_table()
+    out = pa.concat_tables([conform(keep, ENRICHED), conform(enriched, ENRICHED)])
+    atomic_write_parquet(out, enriched_path(settings))
+    return StageSummary(len(todo), len(chunk_live) - len(todo), dropped, out.num_rows, time.perf_counter() - started)
+
+
+def load_enriched(settings: Settings) -> pa.Table:
+    return read_parquet(enriched_path(settings), ENRICHED)
+
+
+# ---- embed & index ------------------------------------------------------------------------------
+
+
+def embed(settings: Settings, embedder=None, progress: Progress = None):
+    from ingest_platform.embedding import EmbeddingCache, embed_missing, get_embedder
+
+    e = settings.embedding
+    embedder = embedder or get_embedder(e.model, e.device, e.batch_size)
+    cache = EmbeddingCache(settings.state, embedder.model_id, embedder.dim)
+    return embed_missing(load_enriched(settings).select(["text", "text_sha256"]), embedder, cache, progress)
+
+
+def build_index(settings: Settings, embedder=None):
+    from ingest_platform.embedding import EmbeddingCache, get_embedder
+    from ingest_platform.index import IndexStore
+
+    e = settings.embedding
+    embedder = embedder or get_embedder(e.model, e.device, e.batch_size)
+    cache = EmbeddingCache(settings.state, embedder.model_id, embedder.dim)
+    store = index_store(settings)
+    return store.sync(
+        load_enriched(settings), cache.vectors_for, dim=embedder.dim, model_id=embedder.model_id,
+        model_spec=e.model, vector_index_min_rows=settings.index.vector_index_min_rows,
+        retention=timedelta(days=settings.index.retention_days),
+    )
+
+
+def index_store(settings: Settings):
+    from ingest_platform.index import IndexStore
+
+    return IndexStore(settings.lancedb_uri, settings.index.table, home=settings.state)
+
+
+def run_all(settings: Settings, *, promote: bool = True, embedder=None) -> dict:
+    """Every stage in order without Dagster (benchmarks, notebooks). Returns per-stage summaries."""
+    out: dict = {}
+    for name, fn in (("scan", lambda: scan(settings)), ("parse", lambda: parse(settings)),
+                     ("chunk", lambda: chunk(settings)), ("enrich", lambda: enrich(settings)),
+                     ("embed", lambda: embed(settings, embedder)), ("index", lambda: build_index(settings, embedder))):
+        t = time.perf_counter()
+        result = fn()
+        out[name] = {**asdict(result), "wall_s": time.perf_counter() - t}
+    if promote and out["index"]["wrote"] or promote and "production" not in index_store(settings).tags():
+        index_store(settings).promote(why="run_all")
+    return out

@@ -1,0 +1,68 @@
+"""Dagster resources: thin wrappers that hand the core library's objects to assets and checks."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from ingest_platform.config import Settings, load_settings
+from ingest_platform.index import IndexStore
+from ingest_platform.sources import sources_from_paths
+
+
+class PlatformSettings(dg.ConfigurableResource):
+    """The typed settings (TOML file + environment), with run-level overrides from the CLI/UI."""
+
+    config_file: str | None = None
+    home: str | None = None
+    # ``--source`` values (paths or URIs), JSON-encoded; they replace the configured sources.
+    sources_json: str | None = None
+
+    def get(self) -> Settings:
+        sources = None
+        if self.sources_json:
+            sources = [s.model_dump() for s in sources_from_paths(json.loads(self.sources_json))]
+        return load_settings(self.config_file, home=self.home, sources=sources)
+
+
+class EmbedderResource(dg.ConfigurableResource):
+    """The sentence-transformers model, loaded once per process when a step first needs it."""
+
+    platform: PlatformSettings
+    _embedder = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        from ingest_platform.embedding import get_embedder
+
+        e = self.platform.get().embedding
+        self._embedder = get_embedder(e.model, e.device, e.batch_size)
+
+    @property
+    def embedder(self):
+        return self._embedder
+
+
+class IndexStoreResource(dg.ConfigurableResource):
+    """The LanceDB chunks table and its tags."""
+
+    platform: PlatformSettings
+    _store = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        s = self.platform.get()
+        self._store = IndexStore(s.lancedb_uri, s.index.table, home=s.state)
+
+    @property
+    def store(self) -> IndexStore:
+        return self._store
+
+
+def build_resources(config_file: str | None = None, home: str | None = None, sources_json: str | None = None) -> dict:
+    platform = PlatformSettings(config_file=config_file, home=home, sources_json=sources_json)
+    return {
+        "platform": platform,
+        "embedder": EmbedderResource(platform=platform),
+        "index_store": IndexStoreResource(platform=platform),
+    }
