@@ -60,9 +60,9 @@ def failure_store(s: Settings) -> SegmentStore:
 
 def parse_fingerprint(s: Settings) -> str:
     """Parse failures are cached per content hash *and* these settings: raising a limit retries."""
-    import unstructured
+    from importlib.metadata import version
 
-    payload = {**s.parsing.model_dump(exclude={"workers"}), "unstructured": unstructured.__version__}
+    payload = {**s.parsing.model_dump(exclude={"workers"}), "unstructured": version("unstructured")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -335,8 +335,10 @@ def enrich(settings: Settings) -> StageSummary:
         return StageSummary(0, len(chunk_live), 0, previous.num_rows, time.perf_counter() - started)
     fresh = chunks.filter(pc.is_in(chunks["doc_id"], pa.array(todo, pa.string())))
     docs = live_rows.filter(pc.is_in(live_rows["doc_id"], pa.array(todo, pa.string())))
-    enriched = enrich_chunks(fresh, docs, redact=settings.redact_sensitive,
-                             tokenizer=load_tokenizer(settings.embedding.model)) if fresh.num_rows else ENRICHED.empty_table()
+    enriched = enrich_chunks(
+        fresh, docs, redact=settings.redact_sensitive, tokenizer=load_tokenizer(settings.embedding.model),
+        max_tokens=settings.chunking.max_tokens,
+    ) if fresh.num_rows else ENRICHED.empty_table()
     out = pa.concat_tables([conform(keep, ENRICHED), conform(enriched, ENRICHED)])
     atomic_write_parquet(out, enriched_path(settings))
     return StageSummary(len(todo), len(chunk_live) - len(todo), dropped, out.num_rows, time.perf_counter() - started)

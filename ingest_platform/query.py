@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import threading
 import time
 import unicodedata
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -306,7 +305,8 @@ class Retriever:
             t = time.perf_counter()
             ranked["vector"] = (
                 pinned.table.search(vec, vector_column_name="vector").distance_type("cosine")
-                .where(where, prefilter=True).select(_RESULT_COLUMNS).limit(depth).to_arrow().to_pylist()
+                .where(where, prefilter=True).select([*_RESULT_COLUMNS, "_distance"]).limit(depth)
+                .to_arrow().to_pylist()
             )
             timings["vector"] = _ms(t)
         if mode in ("keyword", "hybrid"):
@@ -323,7 +323,7 @@ class Retriever:
         try:
             return (
                 table.search(keyword_query(text), query_type="fts").where(where, prefilter=True)
-                .select(_RESULT_COLUMNS).limit(depth).to_arrow().to_pylist()
+                .select([*_RESULT_COLUMNS, "_score"]).limit(depth).to_arrow().to_pylist()
             )
         except ValueError as exc:
             # A query made only of stop words or punctuation has no terms: no keyword hits.

@@ -1,0 +1,235 @@
+"""The real pipeline into a real LanceDB index: incrementality, promotion, rollback, query modes,
+access control, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from ingest_platform import pipeline
+from ingest_platform.index import IndexError_
+from ingest_platform.query import QueryError, Retriever, search
+
+from .conftest import SMALL_CORPUS, make_corpus, make_settings, write
+
+
+def build(settings, promote=True):
+    return pipeline.run_all(settings, promote=promote)
+
+
+def index_rows(settings, ref="candidate"):
+    table = pipeline.index_store(settings).checkout(ref)
+    cols = ["chunk_id", "doc_id", "text", "access_groups", "heading_path", "token_count"]
+    rows = table.search().select(cols).limit(None).to_arrow().to_pylist()
+    return sorted((r["chunk_id"], r["doc_id"], r["text"], tuple(r["access_groups"]), r["heading_path"]) for r in rows)
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    return make_corpus(tmp_path / "src")
+
+
+def test_incremental_update_equals_scratch_build(tmp_path, corpus):
+    s = make_settings(tmp_path, corpus)
+    first = build(s)
+    assert first["index"]["wrote"] and first["index"]["rows"] > 0
+    v1 = pipeline.index_store(s).version_of("candidate")
+
+    noop = build(s)
+    assert noop["parse"]["parsed"] == 0 and noop["embed"]["embedded"] == 0
+    assert not noop["index"]["wrote"] and pipeline.index_store(s).version_of("candidate") == v1
+
+    write(corpus, "policies/refund.md", SMALL_CORPUS["policies/refund.md"].replace("30 days", "45 days"))
+    (corpus / "support" / "hours.txt").unlink()
+    write(corpus, "support/returns.md", "# Returns\n\nReturn labels are emailed within two business days.\n")
+    os.rename(corpus / "products" / "lanterns.md", corpus / "products" / "catalogue.md")
+    second = build(s)
+    assert second["index"]["wrote"]
+    assert second["index"]["upserted_docs"] == 3 and second["index"]["deleted_docs"] == 2
+
+    scratch = make_settings(tmp_path / "scratch", corpus)
+    build(scratch)
+    assert index_rows(s) == index_rows(scratch)
+    texts = " ".join(r[2] for r in index_rows(s))
+    assert "45 days" in texts and "30 days" not in texts and "8:00 to 18:00" not in texts
+    assert {r[1] for r in index_rows(s)} == {"docs:policies/refund.md", "docs:support/returns.md",
+                                             "docs:products/catalogue.md", "docs:hr/leave.md"}
+    # The embedding cache re-used the renamed document's unchanged text.
+    assert second["embed"]["cache_hits"] > 0
+
+
+def test_promotion_and_rollback_change_what_search_returns(tmp_path, corpus):
+    s = make_settings(tmp_path, corpus)
+    build(s)
+    r = Retriever(settings=s, trace=False)
+    assert "30 days" in r.search("refund window annual plan", 1).hits[0].text
+    v1 = r.version
+
+    write(corpus, "policies/refund.md", SMALL_CORPUS["policies/refund.md"].replace("30 days", "60 days"))
+    build(s, promote=False)
+    # Not promoted yet: serving still answers from the old version.
+    assert r.search("refund window annual plan", 1).index_version == v1
+    store = pipeline.index_store(s)
+    store.promote(why="test")
+    res = r.search("refund window annual plan", 1)
+    assert res.index_version != v1 and "60 days" in res.hits[0].text
+
+    event = store.rollback(why="bad release")
+    assert event.to_version == v1
+    res = r.search("refund window annual plan", 1)
+    assert res.index_version == v1 and "30 days" in res.hits[0].text
+    history = [(e.action, e.to_version) for e in store.history()]
+    assert history[-1] == ("rollback", v1) and history[0] == ("promote", v1)
+    with pytest.raises(IndexError_, match="nothing to roll back"):
+        store.rollback()
+
+
+def test_query_modes_exact_terms_phrases_and_citations(tmp_path, corpus):
+    s = make_settings(tmp_path, corpus)
+    build(s)
+    r = Retriever(settings=s)
+    kw = r.search("Zephyr K7", 3, mode="keyword")
+    assert kw.hits and kw.hits[0].doc_id == "docs:products/lanterns.md"
+    assert kw.hits[0].ranks == {"keyword": 1}
+    phrase = r.search('"pocket lamp"', 5, mode="keyword")
+    assert [h.doc_id for h in phrase.hits] == ["docs:products/lanterns.md"]
+    assert not r.search('"lamp pocket"', 5, mode="keyword").hits  # order matters in a phrase
+    vec = r.search("how long can I get my money back after buying", 2, mode="vector")
+    assert vec.hits[0].doc_id == "docs:policies/refund.md"
+    hyb = r.search("Aurora Mini rain protection", 3)
+    top = hyb.hits[0]
+    assert top.doc_id == "docs:products/lanterns.md" and set(top.ranks) == {"vector", "keyword"}
+    assert top.citation.source_uri.startswith("file://") and top.citation.title
+    assert "Aurora Mini" in (top.citation.heading_path or "")
+    # Filters narrow, and unknown columns are refused rather than interpolated.
+    only_txt = r.search("support", 5, filters={"format": "txt"})
+    assert only_txt.hits and all(h.doc_id.endswith(".txt") for h in only_txt.hits)
+    with pytest.raises(QueryError):
+        r.search("support", 5, filters={"text; DROP TABLE chunks": "x"})
+
+
+def test_access_groups_are_a_prefilter(tmp_path, corpus):
+    s = make_settings(tmp_path, corpus)
+    build(s)
+    r = Retriever(settings=s)
+    for mode in ("hybrid", "vector", "keyword"):
+        public = r.search("parental leave weeks salary", 10, mode=mode)
+        assert all(h.doc_id != "docs:hr/leave.md" for h in public.hits)
+        hr = r.search("parental leave weeks salary", 10, mode=mode, groups=["hr"])
+        assert hr.hits and all(h.doc_id == "docs:hr/leave.md" for h in hr.hits)
+        assert not r.search("parental leave", 10, mode=mode, groups=["hr') OR TRUE --"]).hits
+        assert not r.search("parental leave", 10, mode=mode, groups=[]).hits
+
+
+def test_hostile_arguments_give_clear_errors(tmp_path, corpus):
+    s = make_settings(tmp_path, corpus)
+    build(s)
+    r = Retriever(settings=s)
+    for bad in ("", "   ", "\x00\x01"):
+        with pytest.raises(QueryError, match="empty"):
+            r.search(bad)
+    for k in (0, -1, 10**9, 2.5):
+        with pytest.raises(QueryError, match="k must"):
+            r.search("lantern", k)
+    with pytest.raises(QueryError, match="mode"):
+        r.search("lantern", mode="sql")
+    for text in ('"', "AND OR NOT", "(((", "title:lantern*", "a" * 100_000, "ランタン 🔦", "refund\tpolicy\r\n"):
+        for mode in ("hybrid", "vector", "keyword"):
+            r.search(text, 3, mode=mode)  # no internal exception
+
+
+def test_result_cache_and_traces(tmp_path, corpus):
+    s = make_settings(tmp_path, corpus)
+    build(s)
+    r = Retriever(settings=s)
+    a = r.search("lantern lumens", 3)
+    b = r.search("lantern lumens", 3)
+    assert not a.cached and b.cached and [h.chunk_id for h in a.hits] == [h.chunk_id for h in b.hits]
+    import duckdb
+
+    traces = str(s.state / "traces" / "*.jsonl")
+    n, version = duckdb.sql(f"select count(*), max(index_version) from read_json_auto('{traces}')").fetchone()
+    assert n == 2 and version == a.index_version
+    quiet = Retriever(settings=s, trace=False)
+    quiet.search("lantern lumens", 3)
+    assert duckdb.sql(f"select count(*) from read_json_auto('{traces}')").fetchone()[0] == 2
+
+
+def test_search_function_and_missing_index_message(tmp_path, corpus):
+    s = make_settings(tmp_path, corpus)
+    with pytest.raises(IndexError_, match="ingest-platform run"):
+        search("anything", home=s.home)
+    build(s)
+    res = search("lantern lumens", 2, home=str(s.home))
+    assert res.hits and res.index_version == pipeline.index_store(s).version_of("production")
+
+
+def test_readers_during_rebuild_and_promotion_see_one_version(tmp_path, corpus):
+    s = make_settings(tmp_path, corpus)
+    write(corpus, "status.md", "# Release status\n\nThe current release marker is ALPHA.\n")
+    build(s)
+    r = Retriever(settings=s, cache_size=0, trace=False)
+    markers: dict[int, str] = {r.version: "ALPHA"}
+    errors, answers = [], []
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                res = r.search("current release marker", 1, mode="keyword")
+                answers.append((res.index_version, res.hits[0].text if res.hits else ""))
+            except Exception as exc:  # noqa: BLE001 - any error fails the test
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for marker in ("BRAVO", "CHARLIE"):
+            write(corpus, "status.md", f"# Release status\n\nThe current release marker is {marker}.\n")
+            build(s)
+            markers[pipeline.index_store(s).version_of("production")] = marker
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert answers
+    for version, text in answers:
+        assert markers.get(version) in text, (version, text)
+    assert answers[-1][0] == max(markers)  # picked up the newest production without a restart
+
+
+@hsettings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_property_no_access_leak_in_any_mode(tmp_path_factory, data):
+    pool = ["public", "hr", "finance", "it's", 'x") OR 1=1', "eng"]
+    n_docs = 12
+    assignment = [data.draw(st.lists(st.sampled_from(pool), max_size=3, unique=True)) for _ in range(n_docs)]
+    tmp = tmp_path_factory.mktemp("acl")
+    records = tmp / "records.jsonl"
+    words = ["lantern", "battery", "refund", "warranty", "solar", "charger"]
+    records.write_text("\n".join(json.dumps({
+        "_id": f"d{i}", "title": f"Document {i}",
+        "text": f"{words[i % len(words)]} notes number {i} about {words[(i + 1) % len(words)]}",
+        "metadata": {"access_groups": groups},
+    }) for i, groups in enumerate(assignment)))
+    s = make_settings(tmp, tmp, sources=[{"name": "r", "path": str(records)}])
+    build(s)
+    r = Retriever(settings=s, trace=False)
+    allowed = {f"r:d{i}": set(g) for i, g in enumerate(assignment)}
+    for _ in range(4):
+        caller = data.draw(st.lists(st.sampled_from(pool + ["nobody"]), max_size=3, unique=True))
+        query = data.draw(st.sampled_from(words + ["notes number", "document"]))
+        for mode in ("hybrid", "vector", "keyword"):
+            res = r.search(query, 20, mode=mode, groups=caller)
+            for hit in res.hits:
+                assert allowed[hit.doc_id] & set(caller), (hit.doc_id, caller, mode)
+    shutil.rmtree(tmp, ignore_errors=True)
