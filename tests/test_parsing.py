@@ -1,0 +1,308 @@
+"""Real parsing of real files (no mocks): the shared example documents, generated bad inputs, the
+per-document time limit, and the offline spaCy setup unstructured depends on.
+
+One worker pool is shared by the module (starting a worker imports torch/onnxruntime/spaCy: seconds).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+from pathlib import Path
+
+import pikepdf
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from ingest_platform import offline, schemas
+from ingest_platform.config import ParsingSettings
+from ingest_platform.parsing import ParseError, ParserPool, detect_format, parse_bytes, parse_many
+
+EXAMPLE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "example-docs"
+EXAMPLE_FILES = (
+    sorted(str(p.relative_to(EXAMPLE_DIR)) for p in EXAMPLE_DIR.rglob("*") if p.is_file())
+    if EXAMPLE_DIR.is_dir()
+    else []
+)
+# Example documents known not to parse, and the reason code each must give.
+EXPECTED_FAILURES = {"pdf/single_table.pdf": "no text layer"}  # image-only; no OCR offline
+# An email with no body legitimately has no text; any other failure of one is a bug.
+EMPTY_EMAIL_CODES = {"no text extracted", "empty file"}
+
+SETTINGS = ParsingSettings(workers=2, timeout_s=60.0)  # default 4096 MiB address-space cap
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with ParserPool(SETTINGS) as p:
+        yield p
+
+
+def assert_elements_table(table: pa.Table) -> None:
+    assert table.schema == schemas.ELEMENTS
+    assert table.num_rows > 0
+    assert table.column("element_index").to_pylist() == list(range(table.num_rows))
+    assert all(t and t.strip() for t in table.column("text").to_pylist())
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared example documents
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def example_results(pool):
+    if not EXAMPLE_FILES:
+        pytest.skip(f"shared example documents not found at {EXAMPLE_DIR}")
+    items = [(rel, EXAMPLE_DIR / rel, Path(rel).name, None) for rel in EXAMPLE_FILES]
+    return dict(pool.parse_many(items))
+
+
+@pytest.mark.parametrize(
+    "relpath",
+    EXAMPLE_FILES
+    or [pytest.param(None, marks=pytest.mark.skip(reason=f"no example documents at {EXAMPLE_DIR}"))],
+)
+def test_example_document(example_results, relpath):
+    result = example_results[relpath]
+    if relpath in EXPECTED_FAILURES:
+        assert isinstance(result, ParseError), f"{relpath} was expected to fail"
+        assert result.code == EXPECTED_FAILURES[relpath], result.reason
+    elif relpath.endswith(".eml") and isinstance(result, ParseError):
+        assert result.code in EMPTY_EMAIL_CODES, result.reason
+    else:
+        assert not isinstance(result, ParseError), f"{relpath}: {result.reason}"
+        assert_elements_table(result)
+
+
+def test_most_examples_parse_with_expected_metadata(example_results):
+    ok = {k: v for k, v in example_results.items() if isinstance(v, pa.Table)}
+    assert len(ok) >= 0.9 * len(example_results)
+    # Tables keep their HTML; PDFs and slides have pages; emails carry their sent date.
+    docx = ok["docx-tables.docx"]
+    tables = docx.filter(pc.equal(docx.column("type"), "Table"))
+    assert tables.num_rows > 0 and all(tables.column("text_as_html").to_pylist())
+    assert set(ok["pdf/fake-memo.pdf"].column("page_number").to_pylist()) == {1}
+    assert ok["eml/fake-email.eml"].column("last_modified")[0].as_py().startswith("2022-12-16")
+    # The file-system mtime of wherever the bytes sat is not the document's date.
+    assert ok["fake-text.txt"].column("last_modified").null_count == ok["fake-text.txt"].num_rows
+    assert ok["simple.docx"].column("created")[0].as_py().startswith("2013-12-23")
+
+
+def test_image_only_pdf_reason_is_specific(example_results):
+    if "pdf/single_table.pdf" not in example_results:
+        pytest.skip("pdf/single_table.pdf is not among the example documents")
+    err = example_results["pdf/single_table.pdf"]
+    assert "OCR not available" in err.reason and err.reason.startswith("no text layer")
+
+
+# ---------------------------------------------------------------------------------------------
+# Generated bad inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def _small_pdf() -> bytes:
+    memo = EXAMPLE_DIR / "pdf" / "fake-memo.pdf"
+    if memo.is_file():
+        return memo.read_bytes()
+    pdf = pikepdf.new()  # a text page written by hand: Helvetica "Hello offline world"
+    pdf.add_blank_page()
+    page = pdf.pages[0]
+    font = pikepdf.Dictionary(
+        Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica
+    )
+    page.Resources = pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font))
+    page.Contents = pdf.make_stream(b"BT /F1 24 Tf 72 700 Td (Hello offline world, a small test PDF.) Tj ET")
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()
+
+
+def _encrypt(pdf_bytes: bytes, user: str) -> bytes:
+    out = io.BytesIO()
+    with pikepdf.open(io.BytesIO(pdf_bytes)) as pdf:
+        pdf.save(out, encryption=pikepdf.Encryption(owner="o", user=user))
+    return out.getvalue()
+
+
+BAD_INPUTS = {
+    # name: (bytes factory, expected reason code)
+    "empty.txt": (lambda: b"", "empty file"),
+    "random.pdf": (lambda: os.urandom(4096), "corrupt pdf"),
+    "random.docx": (lambda: os.urandom(4096), "corrupt docx"),
+    "truncated.pdf": (lambda: _small_pdf()[:300], "corrupt pdf"),
+    "encrypted.pdf": (lambda: _encrypt(_small_pdf(), user="u"), "encrypted PDF"),
+    "notes.xyz": (lambda: b"plain words in a file type nobody registered", "unsupported format"),
+    "empty-body.eml": (
+        lambda: b"From: a@example.com\nTo: b@example.com\nSubject: nothing\n"
+        b"Date: Mon, 1 Jan 2024 10:00:00 +0000\n\n",
+        "no text extracted",
+    ),
+    "blank.md": (lambda: b"   \n\n\t\n", "no text extracted"),
+    "binary.eml": (lambda: b"\x00\x01" * 500, "corrupt eml"),
+    "broken.json": (lambda: b'{"a": [1, 2', "corrupt json"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_results(pool, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad")
+    items = []
+    for name, (make, _code) in BAD_INPUTS.items():
+        (folder / name).write_bytes(make())
+        items.append((name, folder / name, name, None))
+    return dict(pool.parse_many(items))
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_gives_specific_reason(bad_results, name):
+    result = bad_results[name]
+    assert isinstance(result, ParseError), f"{name} parsed into {result.num_rows} rows"
+    assert result.code == BAD_INPUTS[name][1], result.reason
+    assert result.reason.startswith(result.code)
+
+
+def test_unsupported_and_empty_reasons_read_well(bad_results):
+    assert bad_results["notes.xyz"].reason == "unsupported format: .xyz"
+    assert bad_results["empty.txt"].reason == "empty file (0 bytes)"
+    assert " at 0x" not in bad_results["random.docx"].reason  # object reprs are normalized
+
+
+def test_owner_password_only_pdf_still_parses(pool):
+    """An empty user password (permissions only) must not be reported as encrypted."""
+    data = _encrypt(_small_pdf(), user="")
+    [(key, result)] = pool.parse_many([("owner-only", data, "owner-only.pdf", None)])
+    assert key == "owner-only"
+    assert_elements_table(result)
+
+
+def test_size_limit_is_checked_before_reading(pool, tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"words " * 100)
+    limits = ParsingSettings(max_file_bytes=100)
+    [(_, result)] = pool.parse_many([("big", big, "big.txt", None)], limits)
+    assert isinstance(result, ParseError)
+    assert result.reason == "file exceeds max_file_bytes (600 > 100)"
+
+
+def test_json_records_become_elements():
+    records = [
+        {"title": "Refund policy", "body": {"text": "Refunds within 30 days."}},
+        {"title": None},
+        {"n": 3},
+    ]
+    table = parse_bytes(json.dumps(records).encode(), "records.json", None, ParsingSettings())
+    assert_elements_table(table)
+    assert table.column("text").to_pylist() == [
+        "title: Refund policy\nbody.text: Refunds within 30 days.",
+        "n: 3",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("filename", "head", "expected"),
+    [
+        ("a.PDF", b"%PDF-1.7", "pdf"),
+        ("noext", b"%PDF-1.4\n", "pdf"),
+        ("report.txt", b"%PDF-1.4\n", "pdf"),  # misleading extension
+        ("noext", b"PK\x03\x04....word/document.xml", "docx"),
+        ("deck.bin", b"PK\x03\x04....ppt/slides/slide1.xml", "pptx"),
+        ("book.epub", b"PK\x03\x04" + b"\x00" * 26 + b"mimetypeapplication/epub+zip", "epub"),
+        ("x.docx", b"\x13\x37random", "docx"),  # kept, so it is reported as a corrupt docx
+        ("page", b"<!DOCTYPE html><html>", "html"),
+        ("mail", b"Received: from x\r\nFrom: a@b\r\n", "eml"),
+        ("data", b'[{"a": 1}]', "json"),
+        ("readme", b"just some words", "txt"),
+        ("a.xyz", b"just some words", "unknown"),
+        ("legacy.doc", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "unknown"),
+        ("m.msg", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "msg"),
+        ("t.TSV", b"a\tb", "tsv"),
+        ("r.rtf", b"{\\rtf1", "rtf"),
+        ("noext", b"\x00\x01\x02", "unknown"),
+    ],
+)
+def test_detect_format(filename, head, expected):
+    assert detect_format(filename, head) == expected
+
+
+def test_parse_error_survives_pickling():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(ParseError("timed out after 2s", code="timed out")))
+    assert (err.reason, err.code, str(err)) == ("timed out after 2s", "timed out", "timed out after 2s")
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline setup
+# ---------------------------------------------------------------------------------------------
+
+
+def test_prepare_loads_spacy_from_disk_without_network(monkeypatch):
+    offline.prepare()
+    offline.prepare()  # idempotent
+    import unstructured.nlp.tokenize as tokenize
+
+    assert tokenize._SPACY_MODEL_NAME == str(offline.spacy_model_path())
+    for key in ("DO_NOT_TRACK", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "UNSTRUCTURED_DISABLE_NOTICE"):
+        assert os.environ.get(key) in {"1", "true"}
+
+    def no_network(*_a, **_k):
+        raise AssertionError("network access while loading spaCy")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(tokenize, "_install_spacy_model", no_network, raising=False)
+    tokenize._get_nlp.cache_clear()
+    assert tokenize.sent_tokenize("It loads from disk. Nothing is downloaded.") == [
+        "It loads from disk.",
+        "Nothing is downloaded.",
+    ]
+
+
+def test_prepare_fails_loudly_if_unstructured_drops_the_hook(monkeypatch):
+    import unstructured.nlp.tokenize as tokenize
+
+    monkeypatch.delattr(tokenize, "_SPACY_MODEL_NAME")
+    with pytest.raises(RuntimeError, match="_SPACY_MODEL_NAME no longer exists"):
+        offline.prepare()
+
+
+def test_pandoc_and_preflight_checks():
+    from ingest_platform import preflight
+
+    assert offline.pandoc_available()
+    assert "pandoc" in preflight.check_pandoc()
+    assert "no download" in preflight.check_spacy()
+    assert Path(preflight.check_embedding_model()).is_dir()
+
+
+# ---------------------------------------------------------------------------------------------
+# Time limit (last: it kills the shared pool's workers, which then restart)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_timeout_kills_the_worker_and_the_next_document_still_parses(pool):
+    paragraph = "<p>Paragraph {} says something. It has two sentences.</p>"
+    paragraphs = "".join(paragraph.format(i) for i in range(4000))
+    big = f"<html><body>{paragraphs}</body></html>".encode()
+    items = [
+        ("slow-1", big, "slow.html", None),
+        ("slow-2", big, "slow.html", None),  # both workers are busy and then killed ...
+        ("small", b"Tiny document. It parses quickly.", "small.txt", None),  # ... so this runs on a new one
+    ]
+    results = list(pool.parse_many(items, ParsingSettings(timeout_s=1.5)))
+    assert [k for k, _ in results] == ["slow-1", "slow-2", "small"]
+    for _key, err in results[:2]:
+        assert isinstance(err, ParseError) and err.code == "timed out"
+        assert err.reason == "timed out after 1.5s"
+    assert_elements_table(results[2][1])
+
+
+def test_parse_many_without_a_pool_starts_and_stops_its_own(tmp_path):
+    (tmp_path / "a.md").write_text("# Title\n\nSome body text here.\n")
+    results = list(parse_many([(0, tmp_path / "a.md", "a.md", None)], ParsingSettings(workers=1)))
+    assert [k for k, _ in results] == [0]
+    assert_elements_table(results[0][1])
