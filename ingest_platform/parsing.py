@@ -675,3 +675,19 @@ def parse_many(
         return
     with ParserPool(settings) as own:
         yield from own.parse_many(items, settings)
+
+
+_SHARED: dict[tuple[int, int], ParserPool] = {}
+
+
+def shared_pool(settings: ParsingSettings) -> ParserPool:
+    """One pool per process and worker shape, reused across runs (a long-lived Dagster code server,
+    a test session) and stopped at exit: worker start-up costs seconds of imports."""
+    import atexit
+
+    key = (settings.workers, settings.max_memory_mb)
+    pool = _SHARED.get(key)
+    if pool is None:
+        pool = _SHARED[key] = ParserPool(settings)
+        atexit.register(pool.close)
+    return pool

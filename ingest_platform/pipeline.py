@@ -143,7 +143,7 @@ def record_elements(payload: bytes) -> pa.Table:
 
 def parse(settings: Settings, progress: Progress = None) -> ParseSummary:
     """Parse every live document whose content hash is not in the parse cache yet."""
-    from ingest_platform.parsing import ParseError, parse_many
+    from ingest_platform.parsing import ParseError, parse_many, shared_pool
 
     started = time.perf_counter()
     summary = ParseSummary()
@@ -161,7 +161,8 @@ def parse(settings: Settings, progress: Progress = None) -> ParseSummary:
             todo.setdefault(h, r)
     doc_failures: dict[str, str] = {}
     if todo:
-        doc_failures.update(_parse_todo(settings, todo, fp, elements, failures, summary, progress, ParseError, parse_many))
+        doc_failures.update(_parse_todo(settings, todo, fp, elements, failures, summary, progress, ParseError,
+                                        lambda jobs, ps: parse_many(jobs, ps, pool=shared_pool(ps))))
     # Re-mark failures from the cache (a document that failed before and did not change).
     cached_reasons = {}
     all_failed = failures.keys()
@@ -222,7 +223,7 @@ def _parse_todo(settings, todo, fp, elements, failures, summary, progress, Parse
                 progress(1)
             continue
         jobs.append((h, data, row["relpath"].rsplit("/", 1)[-1], row["format"]))
-    for key, result in parse_many(jobs, settings.parsing):
+    for key, result in (parse_many(jobs, settings.parsing) if jobs else ()):
         if isinstance(result, ParseError):
             fail_rows.append({"cache_key": f"{key}:{fp}", "reason": result.reason})
         else:

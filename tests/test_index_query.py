@@ -154,11 +154,11 @@ def test_result_cache_and_traces(tmp_path, corpus):
     import duckdb
 
     traces = str(s.state / "traces" / "*.jsonl")
-    n, version = duckdb.sql(f"select count(*), max(index_version) from read_json_auto('{traces}')").fetchone()
+    n, version = duckdb.execute(f"select count(*), max(index_version) from read_json_auto('{traces}')").fetchone()
     assert n == 2 and version == a.index_version
     quiet = Retriever(settings=s, trace=False)
     quiet.search("lantern lumens", 3)
-    assert duckdb.sql(f"select count(*) from read_json_auto('{traces}')").fetchone()[0] == 2
+    assert duckdb.execute(f"select count(*) from read_json_auto('{traces}')").fetchone()[0] == 2
 
 
 def test_search_function_and_missing_index_message(tmp_path, corpus):

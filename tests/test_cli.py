@@ -1,0 +1,67 @@
+"""The ``ingest-platform`` command as users run it: real subprocesses, real state on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from .conftest import REPO, make_corpus, write
+
+CLI = [sys.executable, "-m", "ingest_platform.cli"]
+
+
+def cli(*args, cwd=REPO, env_extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PLATFORM_")}
+    env.update(env_extra or {})
+    env["INGEST_PLATFORM_CONFIG"] = str(REPO / "tests" / "empty.toml")
+    return subprocess.run([*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_contract_run_status_query_promote_rollback(tmp_path):
+    root = make_corpus(tmp_path / "src")
+    write(root, "broken.pdf", b"%PDF-1.4 this is not really a pdf")
+    home = tmp_path / "home"
+
+    before = cli("query", "refund", "--home", str(home))
+    assert before.returncode == 2 and "ingest-platform run" in before.stderr
+
+    run = cli("run", "--home", str(home), "--source", str(root), "--json")
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout)
+    assert summary["success"] and summary["promoted"]
+    assert summary["documents"]["by_status"]["new"] == 4 and summary["documents"]["by_status"]["failed"] == 1
+
+    status = json.loads(cli("status", "--home", str(home), "--json").stdout)
+    assert status["documents"]["total"] == 5
+    assert status["documents"]["by_status"]["failed"] == 1
+    (failure,) = status["failures"]
+    assert failure["doc_id"].endswith(":broken.pdf") and failure["reason"] and failure["source_uri"].startswith("file://")
+
+    q = cli("query", "Zephyr K7 lumens", "--home", str(home), "--k", "2", "--json")
+    assert q.returncode == 0, q.stderr
+    answer = json.loads(q.stdout)
+    assert answer["index_version"] == summary["production_version"]
+    hit = answer["hits"][0]
+    assert {"chunk_id", "doc_id", "text", "score", "source_uri", "title", "heading_path", "page"} <= set(hit)
+    assert "Zephyr K7" in hit["text"]
+    hr = json.loads(cli("query", "parental leave", "--home", str(home), "--groups", "hr", "--json").stdout)
+    assert hr["hits"] and all(h["doc_id"].endswith("hr/leave.md") for h in hr["hits"])
+
+    write(root, "products/lanterns.md", "# Lantern catalogue\n\nThe Zephyr K7 now emits 1500 lumens.\n")
+    assert cli("run", "--home", str(home), "--source", str(root)).returncode == 0
+    new = json.loads(cli("query", "Zephyr K7 lumens", "--home", str(home), "--json").stdout)
+    assert "1500" in new["hits"][0]["text"]
+
+    back = cli("rollback", "--home", str(home), "--reason", "test", "--json")
+    assert back.returncode == 0 and json.loads(back.stdout)["to_version"] == summary["production_version"]
+    old = json.loads(cli("query", "Zephyr K7 lumens", "--home", str(home), "--json").stdout)
+    assert "1200" in old["hits"][0]["text"]
+    forward = cli("promote", "--home", str(home), "--json")
+    assert forward.returncode == 0 and json.loads(forward.stdout)["to_version"] == new["index_version"]
+
+
+def test_cli_run_without_sources_is_a_usage_error(tmp_path):
+    res = cli("run", "--home", str(tmp_path / "h"))
+    assert res.returncode == 2 and "no sources configured" in res.stderr
