@@ -12,25 +12,32 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.evaluation import index_eval
 from assets.index import candidate_index, embeddings, production_index
 from assets.ingest import chunks, document_manifest, enriched_chunks, parsed_documents
+from checks.eval_checks import eval_gate
+from checks.freshness_checks import FRESHNESS_CHECKS, freshness_job, freshness_schedule
 from checks.index_checks import index_is_complete
+from checks.quality_checks import QUALITY_CHECKS
 from resources import build_resources
 
-ASSETS = [document_manifest, parsed_documents, chunks, enriched_chunks, embeddings, candidate_index, production_index]
-CHECKS = [index_is_complete]
+ASSETS = [document_manifest, parsed_documents, chunks, enriched_chunks, embeddings, candidate_index, index_eval,
+          production_index]
+# The checks a pipeline run executes (freshness checks run in ``freshness_job`` between runs).
+CHECKS = [index_is_complete, *QUALITY_CHECKS, eval_gate]
 
 index_job = dg.define_asset_job(
     "index_job",
-    selection=dg.AssetSelection.assets(*ASSETS),
+    selection=dg.AssetSelection.assets(*ASSETS) - dg.AssetSelection.checks(*FRESHNESS_CHECKS),
     description="The incremental pipeline end to end: scan, parse, chunk, enrich, embed, index, "
-                "checks, promote.",
+                "checks, eval, promote.",
 )
 
 defs = dg.Definitions(
     assets=ASSETS,
-    asset_checks=CHECKS,
-    jobs=[index_job],
+    asset_checks=[*CHECKS, *FRESHNESS_CHECKS],
+    jobs=[index_job, freshness_job],
+    schedules=[freshness_schedule],
     resources=build_resources(os.environ.get("INGEST_PLATFORM_CONFIG")),
 )
 
@@ -55,14 +62,15 @@ def instance_for(home: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(dagster_home))
 
 
-def execute_run(*, config_file: str | None = None, home: str | None = None, sources: list[str] | None = None,
+def execute_run(*, config_file: str | None = None, home: str | None = None, overrides: dict | None = None,
                 instance: dg.DagsterInstance | None = None, extra_checks: list | None = None,
                 raise_on_error: bool = False) -> dg.ExecuteInProcessResult:
-    """Materialize every asset and check in this process (what ``ingest-platform run`` does)."""
+    """Materialize every asset and check in this process (what ``ingest-platform run`` does).
+    ``overrides`` replace top-level settings for this run (``sources`` may be plain paths)."""
     from ingest_platform.config import load_settings
 
     settings = load_settings(config_file, home=home)
-    resources = build_resources(config_file, str(settings.home), json.dumps(sources) if sources else None)
+    resources = build_resources(config_file, str(settings.home), overrides)
     return dg.materialize(
         [*ASSETS, *CHECKS, *(extra_checks or [])],
         resources=resources,
@@ -70,3 +78,17 @@ def execute_run(*, config_file: str | None = None, home: str | None = None, sour
         raise_on_error=raise_on_error,
         tags={"ingest_platform/trigger": "cli"},
     )
+
+
+def execute_freshness(*, config_file: str | None = None, home: str | None = None,
+                      instance: dg.DagsterInstance | None = None, raise_on_error: bool = False) -> dg.ExecuteInProcessResult:
+    """Run ``freshness_job`` (the freshness checks only) in this process."""
+    from ingest_platform.config import load_settings
+
+    settings = load_settings(config_file, home=home)
+    job = dg.Definitions(
+        assets=ASSETS, asset_checks=FRESHNESS_CHECKS, jobs=[freshness_job],
+        resources=build_resources(config_file, str(settings.home)),
+    ).resolve_job_def("freshness_job")
+    return job.execute_in_process(instance=instance or instance_for(settings.home), raise_on_error=raise_on_error,
+                                  tags={"ingest_platform/trigger": "cli"})

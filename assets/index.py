@@ -9,6 +9,7 @@ from ingest_platform.index import CANDIDATE, PRODUCTION
 from ingest_platform.reporting import md_table
 from resources import EmbedderResource, IndexStoreResource, PlatformSettings
 
+from .evaluation import index_eval
 from .ingest import enriched_chunks
 
 GROUP = "index"
@@ -50,7 +51,7 @@ def candidate_index(context: dg.AssetExecutionContext, platform: PlatformSetting
     })
 
 
-@dg.asset(group_name=GROUP, deps=[candidate_index], kinds={"lancedb"})
+@dg.asset(group_name=GROUP, deps=[candidate_index, index_eval], kinds={"lancedb"})
 def production_index(context: dg.AssetExecutionContext, platform: PlatformSettings,
                      index_store: IndexStoreResource) -> dg.MaterializeResult:
     """Moves the ``production`` tag to the candidate version. Runs only after the candidate's

@@ -129,6 +129,32 @@ class FreshnessSettings(BaseModel):
     max_index_lag_hours: float = 24.0
 
 
+def _default_blocking() -> dict[str, bool]:
+    # A failing blocking check stops the run before promotion; a non-blocking one only warns.
+    # Parse failures are listed per document and their effect on retrieval is judged by the eval
+    # gate, so a few broken uploads do not freeze the index for everyone.
+    return {"manifest_quality": False, "chunks_quality": True, "embeddings_quality": True,
+            "index_quality": True}
+
+
+class QualitySettings(BaseModel):
+    """Thresholds of the great-expectations suites, and which checks block promotion."""
+
+    # Share of a scan's documents (deleted ones excluded) that failed to be read or parsed.
+    max_parse_failure_rate: float = Field(default=0.2, ge=0.0, le=1.0)
+    min_documents: int = Field(default=1, ge=0)
+    # Share of chunks whose (whitespace-normalised, lower-cased) text repeats another chunk's.
+    max_duplicate_text_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
+    # Stored vectors must have an L2 norm within this of 1 (the model's output is normalised).
+    norm_tolerance: float = Field(default=1e-3, gt=0.0)
+    # Failing rows shown in a check's metadata.
+    max_examples: int = Field(default=5, ge=0)
+    blocking: dict[str, bool] = Field(default_factory=_default_blocking)
+
+    def is_blocking(self, check: str) -> bool:
+        return self.blocking.get(check, _default_blocking().get(check, True))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="INGEST_PLATFORM_", env_nested_delimiter="__", extra="forbid"
@@ -146,6 +172,7 @@ class Settings(BaseSettings):
     query: QuerySettings = Field(default_factory=QuerySettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     freshness: FreshnessSettings = Field(default_factory=FreshnessSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

@@ -1,0 +1,621 @@
+"""Golden-set retrieval evaluation: metrics per query, per tag and overall; the promotion verdict;
+eval history in DuckDB and a small plot of it.
+
+Golden set (JSONL, one object per line; see ``data/README.md``)::
+
+    {"id": "q01", "query": "...", "relevant_doc_ids": ["src:a.md"], "relevant_snippets": ["..."],
+     "grades": {"src:a.md": 2, "src:b.md": 1}, "tags": ["exact-term"], "groups": ["public"]}
+
+How a query is judged (``score_query``):
+
+- The query runs through the real ``Retriever`` (hybrid by default) with its ``groups``, asking for
+  ``n = max(k, 10)`` hits. Hits are chunks; documents are ranked by their best chunk: the hit list is
+  deduplicated by ``doc_id`` keeping the first, and a document's rank is its position in that
+  deduplicated list (hits ``[A, A, B]`` rank A first and B second). "Top k" means the documents of the
+  first k hits (what a caller asking for k results sees), so it can hold fewer than k documents.
+- Relevance comes from the doc ids. ``relevant_doc_ids`` are the answering documents: recall@k, hit@k
+  and MRR@10 count only them. nDCG@10 uses graded gains: ``grades[doc]`` when given, else 1 for a
+  relevant doc id, else 0; DCG = sum(gain / log2(rank + 1)) over the top 10 ranks, normalised by the
+  ideal ordering of all judged gains.
+- Snippets are judged separately on the chunk text: snippet_hit@k is 1 when any of the first k hits
+  contains any snippet, snippet_recall@k is the share of snippets found there (case-insensitive,
+  whitespace-normalised). A query with snippets but no doc ids is judged by them alone: a document is
+  relevant when one of its retrieved chunks contains a snippet, recall@k is snippet_recall@k, and the
+  ideal for nDCG has one relevant document per snippet.
+
+Queries without snippets get no snippet metrics (they are left out of those means, not counted as 0).
+
+History: one DuckDB file ``<home>/eval.duckdb`` with a row per (run, version, metric) for the overall
+and per-tag means, and a row per query. DuckDB allows one read-write process per file: writers open,
+write one transaction and close at once (retrying while another process holds the lock); readers
+open read-only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ingest_platform.config import PUBLIC_GROUP, Settings
+from ingest_platform.storage import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+# Every metric a query gets, in display order. ``k`` is ``settings.eval.k``.
+METRICS = ("recall_at_k", "hit_at_k", "mrr_at_10", "ndcg_at_10", "snippet_hit_at_k", "snippet_recall_at_k")
+# The metrics compared against production for regressions.
+GATED = ("recall_at_k", "hit_at_k", "mrr_at_10", "ndcg_at_10")
+_KEYS = {"id", "query", "relevant_doc_ids", "relevant_snippets", "grades", "tags", "groups", "notes", "comment"}
+_EPS = 1e-9
+
+
+def label(metric: str, k: int) -> str:
+    """``recall_at_k`` -> ``recall@10``."""
+    return metric.replace("_at_k", f"@{k}").replace("_at_10", "@10")
+
+
+class GoldenSetError(ValueError):
+    """The golden set is missing or malformed; the message names the file and line."""
+
+
+# ---- the golden set -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GoldenQuery:
+    id: str
+    query: str
+    relevant_doc_ids: tuple[str, ...] = ()
+    relevant_snippets: tuple[str, ...] = ()
+    grades: Mapping[str, float] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    groups: tuple[str, ...] = (PUBLIC_GROUP,)
+
+    def gain(self, doc_id: str) -> float:
+        if doc_id in self.grades:
+            return float(self.grades[doc_id])
+        return 1.0 if doc_id in self.relevant_doc_ids else 0.0
+
+
+def _str_list(value: Any, key: str, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise GoldenSetError(f"{where}: {key!r} must be a list of non-empty strings")
+    return tuple(value)
+
+
+def parse_golden_line(data: Any, where: str) -> GoldenQuery:
+    """One golden-set record, validated; ``where`` prefixes error messages (``file:line``)."""
+    if not isinstance(data, dict):
+        raise GoldenSetError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise GoldenSetError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                             f"allowed: {', '.join(sorted(_KEYS))}")
+    qid = data.get("id")
+    if not isinstance(qid, str) or not qid.strip():
+        raise GoldenSetError(f"{where}: 'id' must be a non-empty string")
+    where = f"{where} (id {qid!r})"
+    query = data.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise GoldenSetError(f"{where}: 'query' must be a non-empty string")
+    docs = _str_list(data.get("relevant_doc_ids"), "relevant_doc_ids", where)
+    snippets = _str_list(data.get("relevant_snippets"), "relevant_snippets", where)
+    if len(set(docs)) != len(docs):
+        raise GoldenSetError(f"{where}: 'relevant_doc_ids' lists a document twice")
+    grades = data.get("grades") or {}
+    if not isinstance(grades, dict):
+        raise GoldenSetError(f"{where}: 'grades' must be an object of doc id -> number")
+    for doc, grade in grades.items():
+        if isinstance(grade, bool) or not isinstance(grade, (int, float)) or not math.isfinite(grade) or grade < 0:
+            raise GoldenSetError(f"{where}: grade of {doc!r} must be a number >= 0, got {grade!r}")
+    for doc in docs:
+        if doc in grades and grades[doc] <= 0:
+            raise GoldenSetError(f"{where}: {doc!r} is a relevant doc id but has grade {grades[doc]}")
+    if not docs and not snippets:
+        raise GoldenSetError(f"{where}: give 'relevant_doc_ids' and/or 'relevant_snippets'")
+    tags = _str_list(data.get("tags"), "tags", where)
+    groups = data.get("groups", None)
+    groups = (PUBLIC_GROUP,) if groups is None else _str_list(groups, "groups", where)
+    if not groups:
+        raise GoldenSetError(f"{where}: 'groups' is empty, so the query could see no document")
+    return GoldenQuery(qid, query, docs, snippets, dict(grades), tags, groups)
+
+
+def load_golden(path: str | Path) -> list[GoldenQuery]:
+    path = Path(path)
+    if not path.exists():
+        raise GoldenSetError(f"golden set {path} does not exist")
+    out: list[GoldenQuery] = []
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise GoldenSetError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        q = parse_golden_line(data, where)
+        if q.id in seen:
+            raise GoldenSetError(f"{where}: duplicate id {q.id!r} (first on line {seen[q.id]})")
+        seen[q.id] = lineno
+        out.append(q)
+    if not out:
+        raise GoldenSetError(f"golden set {path} has no queries")
+    return out
+
+
+def resolve_golden(settings: Settings, golden: str | Path | None = None) -> Path:
+    chosen = golden or settings.eval.golden_file
+    if not chosen:
+        raise GoldenSetError("no golden set: set [eval] golden_file in the config or pass one")
+    return Path(chosen)
+
+
+# ---- scoring ------------------------------------------------------------------------------------
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _field(hit: Any, name: str) -> Any:
+    return hit[name] if isinstance(hit, Mapping) else getattr(hit, name)
+
+
+def ranked_docs(hits: Iterable[Any]) -> list[str]:
+    """Doc ids in order of their best (first) hit, each once."""
+    out: list[str] = []
+    for hit in hits:
+        doc = _field(hit, "doc_id")
+        if doc not in out:
+            out.append(doc)
+    return out
+
+
+def dcg(gains: Sequence[float]) -> float:
+    return sum(g / math.log2(rank + 1) for rank, g in enumerate(gains, start=1))
+
+
+@dataclass
+class QueryScore:
+    id: str
+    query: str
+    tags: list[str]
+    metrics: dict[str, float | None]
+    retrieved: list[str]  # documents of the first max(k, 10) hits, best first
+    missing: list[str]  # relevant documents not in the top k
+    snippets_found: list[str]
+
+
+def score_query(q: GoldenQuery, hits: Sequence[Any], k: int) -> QueryScore:
+    """Metrics of one query from its hits in rank order (objects or dicts with doc_id and text)."""
+    top_k, top_10 = list(hits[:k]), list(hits[:10])
+    docs_k, docs_10 = ranked_docs(top_k), ranked_docs(top_10)
+    texts_k = [_norm(_field(h, "text") or "") for h in top_k]
+    found = [s for s in q.relevant_snippets if any(_norm(s) in t for t in texts_k)]
+    m: dict[str, float | None] = {"snippet_hit_at_k": None, "snippet_recall_at_k": None}
+    if q.relevant_snippets:
+        m["snippet_hit_at_k"] = 1.0 if found else 0.0
+        m["snippet_recall_at_k"] = len(found) / len(q.relevant_snippets)
+    if q.relevant_doc_ids:
+        relevant = set(q.relevant_doc_ids)
+        gains = {d: q.gain(d) for d in {*q.grades, *relevant}}
+        recall = len(relevant & set(docs_k)) / len(relevant)
+        ideal = sorted((g for g in gains.values() if g > 0), reverse=True)[:10]
+    else:  # judged by snippets alone
+        snippets = [_norm(s) for s in q.relevant_snippets]
+        relevant = {_field(h, "doc_id") for h in hits if any(s in _norm(_field(h, "text") or "") for s in snippets)}
+        gains = {d: 1.0 for d in relevant}
+        recall = m["snippet_recall_at_k"] or 0.0
+        ideal = [1.0] * min(10, max(len(snippets), len(relevant)))
+    first = next((rank for rank, d in enumerate(docs_10, start=1) if d in relevant), None)
+    ideal_dcg = dcg(ideal)
+    m["recall_at_k"] = recall
+    m["hit_at_k"] = 1.0 if relevant & set(docs_k) else 0.0
+    m["mrr_at_10"] = 1.0 / first if first else 0.0
+    m["ndcg_at_10"] = dcg([gains.get(d, 0.0) for d in docs_10]) / ideal_dcg if ideal_dcg > 0 else 0.0
+    return QueryScore(
+        q.id, q.query, list(q.tags), {name: m[name] for name in METRICS}, ranked_docs(hits),
+        sorted(relevant - set(docs_k)), found,
+    )
+
+
+def aggregate(scores: Sequence[QueryScore]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Mean of each metric overall and per tag (queries without a metric are left out of its mean);
+    each group also gets ``queries``, the number of queries in it."""
+
+    def mean(group: Sequence[QueryScore]) -> dict[str, float]:
+        out: dict[str, float] = {"queries": len(group)}
+        for name in METRICS:
+            values = [s.metrics[name] for s in group if s.metrics[name] is not None]
+            if values:
+                out[name] = sum(values) / len(values)
+        return out
+
+    tags = sorted({t for s in scores for t in s.tags})
+    return mean(scores), {t: mean([s for s in scores if t in s.tags]) for t in tags}
+
+
+# ---- reports ------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalReport:
+    ref: str
+    version: int
+    k: int
+    mode: str
+    golden_file: str
+    golden_sha256: str
+    overall: dict[str, float]
+    per_tag: dict[str, dict[str, float]]
+    per_query: list[QueryScore]
+    at: str
+    seconds: float
+
+    @property
+    def n_queries(self) -> int:
+        return len(self.per_query)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"queries": self.n_queries}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EvalReport:
+        data = {k: v for k, v in data.items() if k != "queries"}
+        data["per_query"] = [QueryScore(**q) for q in data["per_query"]]
+        return cls(**data)
+
+
+def evaluate(settings: Settings, ref: str | int = "candidate", golden_path: str | Path | None = None,
+             k: int | None = None, *, mode: str = "hybrid", retriever=None) -> EvalReport:
+    """Run the golden set through the real query function against index version ``ref``."""
+    path = resolve_golden(settings, golden_path)
+    queries = load_golden(path)
+    k = int(k or settings.eval.k)
+    if k < 1:
+        raise ValueError(f"k must be at least 1 (got {k})")
+    if retriever is None:
+        from ingest_platform.query import Retriever
+
+        retriever = Retriever(settings=settings, ref=ref, trace=False, cache_size=0)
+    started = time.perf_counter()
+    version = int(retriever.version)
+    n = max(k, 10)
+    scores = []
+    for q in queries:
+        result = retriever.search(q.query, n, mode=mode, groups=list(q.groups))
+        scores.append(score_query(q, result.hits, k))
+    overall, per_tag = aggregate(scores)
+    return EvalReport(
+        ref=str(ref), version=version, k=k, mode=mode, golden_file=str(path),
+        golden_sha256=hashlib.sha256(path.read_bytes()).hexdigest(), overall=overall, per_tag=per_tag,
+        per_query=scores, at=datetime.now(UTC).isoformat(), seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def evaluate_candidate_and_production(settings: Settings, golden: str | Path | None = None, k: int | None = None,
+                                      ref: str | int = "candidate", mode: str = "hybrid"
+                                      ) -> tuple[EvalReport, EvalReport | None]:
+    """``ref`` (the candidate) and the current production version, when there is one and it is a
+    different version (the same version is not evaluated twice: its report is reused)."""
+    from ingest_platform.index import PRODUCTION
+    from ingest_platform.pipeline import index_store
+
+    candidate = evaluate(settings, ref, golden, k, mode=mode)
+    if str(ref) == PRODUCTION:
+        return candidate, None
+    production_version = index_store(settings).tags().get(PRODUCTION)
+    if production_version is None:
+        return candidate, None
+    if production_version == candidate.version:
+        return candidate, EvalReport(**{**candidate.__dict__, "ref": PRODUCTION})
+    production = evaluate(settings, production_version, golden, k, mode=mode)
+    production.ref = PRODUCTION  # pinned by number (the tag could move meanwhile), labelled by role
+    return candidate, production
+
+
+# ---- the verdict --------------------------------------------------------------------------------
+
+
+@dataclass
+class GateVerdict:
+    passed: bool
+    reasons: list[str]
+    worse: list[dict]  # queries whose gated metrics dropped against production
+    metrics: list[dict]  # per metric: candidate, production, delta, floor
+    candidate_version: int
+    production_version: int | None
+    floors: dict[str, float]
+    max_regression: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def floors(settings: Settings) -> dict[str, float]:
+    return {"recall_at_k": settings.eval.min_recall_at_k, "mrr_at_10": settings.eval.min_mrr_at_10}
+
+
+def compare(candidate: EvalReport, production: EvalReport | None, floors: Mapping[str, float],
+            max_regression: float) -> GateVerdict:
+    """Fail when a floor is missed, or (with a production report) any gated overall metric fell by
+    more than ``max_regression`` (absolute). ``worse`` lists every query that lost on any gated metric,
+    largest total loss first, whether or not the gate failed."""
+    if production is not None and production.golden_sha256 != candidate.golden_sha256:
+        raise ValueError("candidate and production were evaluated on different golden sets")
+    if production is not None and production.k != candidate.k:
+        raise ValueError("candidate and production were evaluated with different k")
+    k = candidate.k
+    reasons: list[str] = []
+    rows: list[dict] = []
+    for metric in METRICS:
+        if metric not in candidate.overall:
+            continue
+        value = candidate.overall[metric]
+        floor = floors.get(metric)
+        prod = production.overall.get(metric) if production is not None else None
+        row = {"metric": label(metric, k), "candidate": round(value, 4), "production": None if prod is None else round(prod, 4),
+               "delta": None if prod is None else round(value - prod, 4), "floor": floor}
+        rows.append(row)
+        if floor is not None and value < floor - _EPS:
+            reasons.append(f"{label(metric, k)} = {value:.3f} is below the floor {floor:.3f}")
+        if prod is not None and metric in GATED and value < prod - max_regression - _EPS:
+            reasons.append(f"{label(metric, k)} fell from {prod:.3f} (production v{production.version}) to "
+                           f"{value:.3f}, more than the allowed {max_regression:.3f}")
+    for metric in floors:
+        if metric not in candidate.overall:
+            reasons.append(f"{metric} has a floor but was not measured")
+    worse: list[dict] = []
+    if production is not None:
+        before = {q.id: q for q in production.per_query}
+        for q in candidate.per_query:
+            old = before.get(q.id)
+            if old is None:
+                continue
+            drops = {label(m, k): (old.metrics[m], q.metrics[m]) for m in GATED
+                     if q.metrics[m] is not None and old.metrics[m] is not None and q.metrics[m] < old.metrics[m] - _EPS}
+            if drops:
+                worse.append({
+                    "id": q.id, "query": q.query, "tags": ", ".join(q.tags),
+                    **{m: f"{a:.3f} -> {b:.3f}" for m, (a, b) in drops.items()},
+                    "loss": round(sum(a - b for a, b in drops.values()), 4),
+                    "production_top": ", ".join(old.retrieved[:3]), "candidate_top": ", ".join(q.retrieved[:3]),
+                })
+        worse.sort(key=lambda w: (-w["loss"], w["id"]))
+    return GateVerdict(
+        passed=not reasons, reasons=reasons, worse=worse, metrics=rows, candidate_version=candidate.version,
+        production_version=None if production is None else production.version, floors=dict(floors),
+        max_regression=max_regression,
+    )
+
+
+# ---- reports on disk (asset -> check hand-over) -------------------------------------------------
+
+
+def reports_path(settings: Settings, version: int) -> Path:
+    return settings.state / "evals" / f"v{version}.json"
+
+
+def save_reports(settings: Settings, candidate: EvalReport, production: EvalReport | None) -> Path:
+    path = reports_path(settings, candidate.version)
+    payload = {"candidate": candidate.to_dict(), "production": production.to_dict() if production else None}
+    atomic_write_text(json.dumps(payload, default=str), path)
+    return path
+
+
+def load_reports(settings: Settings, version: int) -> tuple[EvalReport, EvalReport | None]:
+    path = reports_path(settings, version)
+    if not path.exists():
+        raise FileNotFoundError(f"no evaluation of index version {version}: materialize index_eval first")
+    data = json.loads(path.read_text())
+    production = data.get("production")
+    return EvalReport.from_dict(data["candidate"]), EvalReport.from_dict(production) if production else None
+
+
+# ---- history (DuckDB) ---------------------------------------------------------------------------
+
+
+def history_db(settings: Settings) -> Path:
+    return settings.state / "eval.duckdb"
+
+
+_DDL = [
+    """CREATE TABLE IF NOT EXISTS eval_runs (run_id VARCHAR, evaluated_at TIMESTAMPTZ, ref VARCHAR, version BIGINT,
+       k INTEGER, mode VARCHAR, golden_file VARCHAR, golden_sha256 VARCHAR, queries INTEGER, seconds DOUBLE,
+       recorded_at TIMESTAMPTZ)""",
+    """CREATE TABLE IF NOT EXISTS eval_metrics (run_id VARCHAR, evaluated_at TIMESTAMPTZ, ref VARCHAR, version BIGINT,
+       scope VARCHAR, tag VARCHAR, metric VARCHAR, value DOUBLE, queries INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS eval_queries (run_id VARCHAR, evaluated_at TIMESTAMPTZ, ref VARCHAR, version BIGINT,
+       query_id VARCHAR, query VARCHAR, tags VARCHAR[], recall_at_k DOUBLE, hit_at_k DOUBLE,
+       mrr_at_10 DOUBLE, ndcg_at_10 DOUBLE, snippet_hit_at_k DOUBLE, snippet_recall_at_k DOUBLE,
+       retrieved VARCHAR[])""",
+]
+
+
+def _connect(path: Path, read_only: bool, timeout_s: float = 60.0):
+    """A DuckDB connection, waiting while another process holds the file's lock."""
+    import duckdb
+
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def record_history(settings: Settings, reports: Iterable[EvalReport], run_id: str | None = None) -> str:
+    """Append the reports to ``<home>/eval.duckdb`` in one transaction; returns the run id used."""
+    import pyarrow as pa
+
+    run_id = run_id or uuid.uuid4().hex
+    recorded_at = datetime.now(UTC)
+    runs, metrics, queries = [], [], []
+    for r in reports:
+        at = datetime.fromisoformat(r.at)
+        base = {"run_id": run_id, "evaluated_at": at, "ref": r.ref, "version": r.version}
+        runs.append({**base, "k": r.k, "mode": r.mode, "golden_file": r.golden_file,
+                     "golden_sha256": r.golden_sha256, "queries": r.n_queries, "seconds": r.seconds,
+                     "recorded_at": recorded_at})
+        groups = [("overall", None, r.overall), *(("tag", t, v) for t, v in r.per_tag.items())]
+        for scope, tag, values in groups:
+            for name in METRICS:
+                if name in values:
+                    metrics.append({**base, "scope": scope, "tag": tag, "metric": name, "value": float(values[name]),
+                                    "queries": int(values["queries"])})
+        for q in r.per_query:
+            queries.append({**base, "query_id": q.id, "query": q.query, "tags": q.tags, **q.metrics,
+                            "retrieved": q.retrieved})
+    path = history_db(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = _connect(path, read_only=False)
+    try:
+        for ddl in _DDL:
+            con.execute(ddl)
+        con.execute("BEGIN")
+        for table, rows in (("eval_runs", runs), ("eval_metrics", metrics), ("eval_queries", queries)):
+            if rows:
+                columns = [c[0] for c in con.execute(f"DESCRIBE {table}").fetchall()]
+                data = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
+                con.register("incoming", data)
+                con.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM incoming")
+                con.unregister("incoming")
+        con.execute("COMMIT")
+    finally:
+        con.close()
+    return run_id
+
+
+def history(settings: Settings, limit: int | None = None) -> list[dict]:
+    """Overall metrics per evaluated (run, ref, version), oldest first: one dict per row with the
+    metric names as keys. Empty when nothing was recorded yet."""
+    path = history_db(settings)
+    if not path.exists():
+        return []
+    con = _connect(path, read_only=True)
+    try:
+        if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'eval_runs'").fetchone()[0]:
+            return []
+        pivot = ", ".join(f"max(value) FILTER (WHERE metric = '{m}') AS {m}" for m in METRICS)
+        sql = f"""
+            SELECT r.run_id, r.evaluated_at AS "at", r.recorded_at, r.ref, r.version, r.k, r.mode, r.queries, {pivot}
+            FROM eval_runs r JOIN eval_metrics m USING (run_id, ref, version)
+            WHERE m.scope = 'overall'
+            GROUP BY ALL ORDER BY r.recorded_at, "at", r.version
+        """
+        cur = con.execute(sql)
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, row)) for row in cur.fetchall()]
+    finally:
+        con.close()
+    for row in rows:
+        for key in ("at", "recorded_at"):
+            row[key] = row[key].isoformat() if hasattr(row[key], "isoformat") else row[key]
+    return rows[-limit:] if limit else rows
+
+
+def plot_history(settings: Settings, path: str | Path, metrics: Sequence[str] = GATED) -> Path | None:
+    """A small PNG of the metrics over index versions (the latest evaluation of each version);
+    None when there is no history yet."""
+    rows = history(settings)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    latest: dict[int, dict] = {}
+    for row in rows:
+        latest[row["version"]] = row
+    versions = sorted(latest)
+    k = rows[-1]["k"]
+    fig = Figure(figsize=(6.0, 3.0), dpi=100)
+    ax = fig.subplots()
+    xs = list(range(len(versions)))
+    for metric in metrics:
+        ys = [latest[v].get(metric) for v in versions]
+        ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=label(metric, k))
+    ax.set_xticks(xs, [f"v{v}" for v in versions], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("index version", fontsize=8)
+    ax.set_title("golden-set metrics by index version", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def png_data_uri(path: str | Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+# ---- tables for people --------------------------------------------------------------------------
+
+
+def tag_rows(candidate: EvalReport, production: EvalReport | None = None) -> list[dict]:
+    rows = []
+    for tag, values in sorted(candidate.per_tag.items()):
+        row: dict[str, Any] = {"tag": tag, "queries": int(values["queries"])}
+        for m in GATED:
+            row[label(m, candidate.k)] = round(values.get(m, float("nan")), 4)
+            if production is not None and tag in production.per_tag and m in production.per_tag[tag]:
+                row[f"Δ {label(m, candidate.k)}"] = round(values[m] - production.per_tag[tag][m], 4)
+        rows.append(row)
+    return rows
+
+
+def query_rows(report: EvalReport, only_misses: bool = False) -> list[dict]:
+    rows = []
+    for q in report.per_query:
+        if only_misses and q.metrics["hit_at_k"] and (q.metrics["snippet_hit_at_k"] in (None, 1.0)):
+            continue
+        rows.append({"id": q.id, "tags": ", ".join(q.tags),
+                     **{label(m, report.k): None if q.metrics[m] is None else round(q.metrics[m], 3) for m in METRICS},
+                     "missing": ", ".join(q.missing), "query": q.query})
+    return rows
+
+
+# ---- the CLI's `ingest-platform eval` -----------------------------------------------------------
+
+
+def cli_payload(settings: Settings, golden: str | Path | None = None, ref: str | int = "candidate") -> dict:
+    """What ``ingest-platform eval [--golden FILE] --json`` prints: the same metrics and verdict as
+    the ``index_eval`` asset and ``eval_gate`` check (nothing is written)."""
+    candidate, production = evaluate_candidate_and_production(settings, golden, ref=ref)
+    verdict = compare(candidate, production, floors(settings), settings.eval.max_regression)
+    return {
+        "ref": str(ref), "version": candidate.version, "golden_file": candidate.golden_file,
+        "k": candidate.k, "mode": candidate.mode, "queries": candidate.n_queries,
+        "metrics": {m: candidate.overall.get(m) for m in METRICS},
+        "labels": {m: label(m, candidate.k) for m in METRICS},
+        "per_tag": candidate.per_tag,
+        "per_query": [{"id": q.id, "query": q.query, "tags": q.tags, **q.metrics, "retrieved": q.retrieved,
+                       "missing": q.missing} for q in candidate.per_query],
+        "production": None if production is None else {
+            "version": production.version, "metrics": {m: production.overall.get(m) for m in METRICS},
+            "per_tag": production.per_tag},
+        "verdict": verdict.to_dict(),
+    }
