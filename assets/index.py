@@ -1,6 +1,5 @@
 """Index stages: embeddings (cached) -> candidate index version -> promotion to production."""
 
-from __future__ import annotations
 
 import dagster as dg
 

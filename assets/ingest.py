@@ -1,6 +1,5 @@
 """Ingest stages: sources -> manifest -> parsed documents -> chunks -> enriched chunks."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -1,6 +1,5 @@
 """Turning a verdict into both a Dagster check result and a recorded gate for promotion."""
 
-from __future__ import annotations
 
 from collections.abc import Mapping
 

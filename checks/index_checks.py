@@ -1,6 +1,5 @@
 """Checks on the candidate index itself: it holds every enriched chunk, and its indexes cover it."""
 
-from __future__ import annotations
 
 import dagster as dg
 

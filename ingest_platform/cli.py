@@ -2,7 +2,7 @@
 
 Exit codes: 0 done; 1 the command could not complete (an error, said on stderr); 2 bad usage or
 nothing to act on (e.g. querying before any index exists); 3 ``run`` completed but a blocking check
-failed, so the new index was not promoted.
+failed, so the new index was not promoted (or ``eval``: the candidate fails the eval gate).
 
 The Dagster-facing commands (``run``, ``ui``) import the top-level ``definitions`` module lazily:
 this package itself never imports Dagster, so serving apps that import it stay light.
@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", metavar="PATH_OR_URI",
                    help="a folder, record file (.jsonl/.parquet) or fsspec URI; repeatable; "
                         "replaces the configured sources (NAME=PATH names it)")
+    p.add_argument("--default-groups", metavar="A,B",
+                   help="access groups for documents no rule or sidecar grants (default: none, "
+                        "i.e. visible to nobody); e.g. --default-groups public")
 
     p = sub.add_parser("status", help="documents by status and the failures with reasons")
     _common(p)
@@ -51,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", dest="ref", default="production", help="tag or version number to read")
     p.add_argument("--filter", action="append", default=[], metavar="COLUMN=VALUE",
                    help="metadata filter, e.g. format=pdf (repeatable)")
+
+    p = sub.add_parser("eval", help="score the golden set on the candidate (or --version) and production")
+    _common(p)
+    p.add_argument("--golden", help="golden set JSONL (default: [eval] golden_file)")
+    p.add_argument("--version", dest="ref", default="candidate", help="tag or version number to evaluate")
+
+    p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on this project's workspace")
+    _common(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
 
     p = sub.add_parser("promote", help="move the production tag to the candidate (or --version)")
     _common(p)
@@ -84,7 +97,12 @@ def cmd_run(args) -> int:
         return EXIT_USAGE
     from definitions import execute_run  # Dagster is imported only here
 
-    result = execute_run(config_file=args.config, home=str(settings.home), sources=args.source)
+    overrides: dict = {}
+    if args.source:
+        overrides["sources"] = args.source
+    if args.default_groups is not None:
+        overrides["default_access_groups"] = [g for g in args.default_groups.split(",") if g]
+    result = execute_run(config_file=args.config, home=str(settings.home), overrides=overrides or None)
     summary = _run_summary(result, settings)
     code = EXIT_OK if result.success else (EXIT_BLOCKED if summary["blocked_by"] else EXIT_ERROR)
     summary["exit_code"] = code
@@ -96,6 +114,10 @@ def cmd_run(args) -> int:
     for step, meta in summary["assets"].items():
         shown = {k: v for k, v in meta.items() if not isinstance(v, str) or len(v) < 60}
         lines.append(f"{step}: {shown}")
+    if summary["invisible_chunks"]:
+        lines.append(f"note: {summary['invisible_chunks']} chunks have no access groups and are visible to "
+                     "nobody (default deny); grant groups with access_groups / access_rules / sidecars or "
+                     "--default-groups")
     if summary["blocked_by"]:
         lines.append(f"NOT PROMOTED: blocking checks failed: {', '.join(summary['blocked_by'])}")
     lines.append(f"production version: {summary['production_version']}")
@@ -109,7 +131,7 @@ def _metadata_value(v: Any) -> Any:
 
 def _run_summary(result, settings) -> dict:
     from ingest_platform import manifest as mf
-    from ingest_platform.pipeline import index_store
+    from ingest_platform.pipeline import index_store, load_enriched
 
     assets: dict[str, dict] = {}
     for event in result.get_asset_materialization_events():
@@ -126,7 +148,10 @@ def _run_summary(result, settings) -> dict:
             blocked.append(event.check_name)
     docs = mf.summarize(mf.load_manifest(settings.state))
     tags = index_store(settings).tags()
+    enriched = load_enriched(settings)
+    invisible = sum(1 for g in enriched["access_groups"].to_pylist() if not g)
     return {
+        "invisible_chunks": invisible,
         "run_id": result.run_id, "success": result.success,
         "documents": {"total": docs["total"], "by_status": docs["by_status"]},
         "failures": docs["failures"], "assets": assets, "checks": checks, "blocked_by": blocked,
@@ -187,6 +212,52 @@ def cmd_query(args) -> int:
     return EXIT_OK
 
 
+def cmd_eval(args) -> int:
+    from ingest_platform import evaluation
+    from ingest_platform.index import IndexError_
+    from ingest_platform.reporting import md_table
+
+    settings = _settings(args)
+    golden = args.golden or settings.eval.golden_file
+    if not golden:
+        print("no golden set: pass --golden FILE or set [eval] golden_file", file=sys.stderr)
+        return EXIT_USAGE
+    ref = int(args.ref) if args.ref.isdigit() else args.ref
+    try:
+        payload = evaluation.cli_payload(settings, golden=golden, ref=ref)
+    except (IndexError_, evaluation.GoldenSetError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    rows = [{"metric": payload["labels"][m], "candidate": v,
+             "production": (payload["production"] or {}).get("metrics", {}).get(m)}
+            for m, v in payload["metrics"].items()]
+    verdict = payload["verdict"]
+    human = (f"version {payload['version']} on {payload['queries']} queries ({payload['golden_file']})\n"
+             + md_table(rows) + f"\n\ngate: {'passed' if verdict['passed'] else 'FAILED'}"
+             + "".join(f"\n- {r}" for r in verdict.get("reasons", [])))
+    _print(args, payload, human)
+    return EXIT_OK if verdict["passed"] else EXIT_BLOCKED
+
+
+def cmd_ui(args) -> int:
+    """``dagster dev`` with a persistent DAGSTER_HOME under the state directory."""
+    import subprocess
+
+    settings = _settings(args)
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ)
+    env["DAGSTER_HOME"] = str(Path(settings.home).resolve() / "dagster")
+    if args.config:
+        env["INGEST_PLATFORM_CONFIG"] = str(Path(args.config).resolve())
+    from definitions import instance_for  # writes dagster.yaml on first use
+
+    instance_for(settings.home)
+    dagster = Path(sys.executable).with_name("dagster")
+    cmd = [str(dagster), "dev", "-w", str(root / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
+    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']})", file=sys.stderr)
+    return subprocess.call(cmd, env=env, cwd=root)
+
+
 def cmd_promote(args) -> int:
     from ingest_platform import gates
     from ingest_platform.index import IndexError_
@@ -220,8 +291,8 @@ def cmd_rollback(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "status": cmd_status, "query": cmd_query, "promote": cmd_promote,
-            "rollback": cmd_rollback}
+COMMANDS = {"run": cmd_run, "status": cmd_status, "query": cmd_query, "eval": cmd_eval, "ui": cmd_ui,
+            "promote": cmd_promote, "rollback": cmd_rollback}
 
 
 def main(argv: list[str] | None = None) -> int:

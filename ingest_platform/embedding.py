@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest_platform import faults
 from ingest_platform.models import model_id as _model_id
 from ingest_platform.models import resolve_model_path
 from ingest_platform.storage import SegmentStore
@@ -31,7 +32,9 @@ class Embedder:
 
     def __init__(self, model: str = "default", device: str = "cpu", batch_size: int = 64):
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a per-load weights bar is noise in logs and the CLI
         self.spec = model
         self.model_id = _model_id(model)
         self.batch_size = batch_size
@@ -69,9 +72,16 @@ class Embedder:
 
 
 @functools.lru_cache(maxsize=4)
-def get_embedder(model: str = "default", device: str = "cpu", batch_size: int = 64) -> Embedder:
-    """Loaded once per process and shared: loading the model costs seconds."""
-    return Embedder(model, device, batch_size)
+def _load(model: str, device: str) -> Embedder:
+    return Embedder(model, device)
+
+
+def get_embedder(model: str = "default", device: str = "cpu", batch_size: int | None = None) -> Embedder:
+    """Loaded once per process per (model, device) and shared: loading costs seconds."""
+    embedder = _load(model, device)
+    if batch_size:
+        embedder.batch_size = batch_size
+    return embedder
 
 
 def cache_schema(dim: int) -> pa.Schema:
@@ -151,7 +161,9 @@ def embed_missing(
     started = time.perf_counter()
     for start in range(0, len(todo), SAVE_EVERY):
         part = todo[start : start + SAVE_EVERY]
-        cache.add(part, embedder.encode([unique[h] for h in part], progress=progress))
+        vectors = embedder.encode([unique[h] for h in part], progress=progress)
+        faults.point("embed:before_save")
+        cache.add(part, vectors)
     seconds = time.perf_counter() - started
     log.info("embedded %d new texts (%d cached) in %.1fs", len(todo), len(unique) - len(todo), seconds)
     return EmbedStats(embedder.model_id, len(hashes), len(unique), len(unique) - len(todo), len(todo), seconds)

@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest_platform import faults
 from ingest_platform.schemas import ENRICHED, conform
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,9 @@ class IndexStore:
         delete = sorted(d for d in current if d not in desired)
         if not rebuild and not upsert and not delete:
             table = self.open()
+            if self._indexes_behind(table):  # a run killed between its write and its optimize
+                self._ensure_indexes(table, vector_index_min_rows)
+                table.optimize(cleanup_older_than=retention)
             self._ensure_candidate_tag(table)
             return SyncResult(False, table.version, table.count_rows(), 0, 0, 0, 0, 0, False,
                               time.perf_counter() - started)
@@ -169,8 +173,10 @@ class IndexStore:
         else:
             table = self.open()
             inserted, updated, deleted = self._merge(table, rows, upsert, delete)
+        faults.point("index:written")
         self._ensure_indexes(table, vector_index_min_rows)
         table.optimize(cleanup_older_than=retention)
+        faults.point("index:optimized")
         self._ensure_candidate_tag(table, force=True)
         return SyncResult(True, table.version, table.count_rows(), len(upsert), len(delete), inserted,
                           updated, deleted, rebuild, time.perf_counter() - started)
@@ -218,6 +224,12 @@ class IndexStore:
         if ("vector",) not in existing and table.count_rows() >= vector_index_min_rows:
             table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_PQ")
 
+    def _indexes_behind(self, table) -> bool:
+        indexed = {tuple(ix.columns) for ix in table.list_indices()}
+        if (FTS_COLUMN,) not in indexed or ("access_groups",) not in indexed:
+            return True
+        return any(table.index_stats(ix.name).num_unindexed_rows for ix in table.list_indices())
+
     def _ensure_candidate_tag(self, table, force: bool = False) -> None:
         tags = table.tags.list()
         if CANDIDATE not in tags:
@@ -253,12 +265,16 @@ class IndexStore:
         keep = f"{PROMOTED_PREFIX}{version}"
         if keep not in tags:
             table.tags.create(keep, version)
+        # Intent first, then the tag: a crash in between leaves a history entry the tag never
+        # followed, which ``production_stack`` discards, rather than a move nobody recorded.
+        # Readers watch this file, so they re-resolve the tag on their next query.
+        event = PromotionEvent(action, old, version, datetime.now(UTC).isoformat(), who or _whoami(), why)
+        self._record(event)
+        faults.point("promote:recorded")
         if PRODUCTION in tags:
             table.tags.update(PRODUCTION, version)
         else:
             table.tags.create(PRODUCTION, version)
-        event = PromotionEvent(action, old, version, datetime.now(UTC).isoformat(), who or _whoami(), why)
-        self._record(event)
         log.info("%s: production %s -> %s (%s)", action, old, version, why)
         return event
 
@@ -268,14 +284,22 @@ class IndexStore:
         return self._move_production(table, target, "promote", why, who)
 
     def production_stack(self) -> list[int]:
-        """Production versions in promotion order, rollbacks popped: the last is current."""
+        """Production versions in promotion order, rollbacks popped; the last is the current one.
+        Entries whose move never happened (a crash between record and tag) are dropped."""
         stack: list[int] = []
         for event in self.history():
+            if stack and event.from_version is not None and stack[-1] != event.from_version:
+                stack.pop()  # the previous entry was recorded but its tag move never happened
             if event.action == "promote":
                 if not stack or stack[-1] != event.to_version:
                     stack.append(event.to_version)
             elif event.action == "rollback" and stack:
                 stack.pop()
+                if not stack or stack[-1] != event.to_version:
+                    stack.append(event.to_version)
+        current = self.tags().get(PRODUCTION)
+        while stack and stack[-1] != current:
+            stack.pop()
         return stack
 
     def rollback(self, *, why: str = "", who: str | None = None) -> PromotionEvent:

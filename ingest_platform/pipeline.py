@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest_platform import faults
 from ingest_platform import manifest as mf
 from ingest_platform.config import Settings
 from ingest_platform.schemas import CHUNKS, ELEMENTS, ENRICHED, conform
@@ -90,6 +91,7 @@ def scan(settings: Settings, now: datetime | None = None) -> mf.ScanSummary:
         previous, items, pipeline_fingerprint=settings.pipeline_fingerprint(), now=now,
         unscanned_sources=unscanned,
     )
+    faults.point("scan:before_save")
     mf.save_manifest(settings.state, table)
     summary = mf.summarize(table)
     with open(scans_log(settings), "a") as fh:
@@ -232,6 +234,7 @@ def _parse_todo(settings, todo, fp, elements, failures, summary, progress, Parse
             summary.elements += result.num_rows
         if progress:
             progress(1)
+        faults.point("parse:document")
         if sum(t.num_rows for t in batch) > 50_000:
             elements.append(pa.concat_tables(batch))
             batch = []
@@ -296,6 +299,7 @@ def chunk(settings: Settings, progress: Progress = None) -> StageSummary:
         if progress:
             progress(1)
     out = pa.concat_tables([conform(p, CHUNKS) for p in parts])
+    faults.point("chunk:before_write")
     atomic_write_parquet(out, chunks_path(settings))
     return StageSummary(len(todo), len(live) - len(todo), dropped, out.num_rows, time.perf_counter() - started)
 

@@ -1,6 +1,5 @@
 """Dagster resources: thin wrappers that hand the core library's objects to assets and checks."""
 
-from __future__ import annotations
 
 import json
 
@@ -17,14 +16,15 @@ class PlatformSettings(dg.ConfigurableResource):
 
     config_file: str | None = None
     home: str | None = None
-    # ``--source`` values (paths or URIs), JSON-encoded; they replace the configured sources.
-    sources_json: str | None = None
+    # Run-level overrides of any top-level setting, JSON-encoded (the CLI's flags). ``sources``
+    # may be given as plain paths/URIs (``--source``); they replace the configured sources.
+    overrides_json: str | None = None
 
     def get(self) -> Settings:
-        sources = None
-        if self.sources_json:
-            sources = [s.model_dump() for s in sources_from_paths(json.loads(self.sources_json))]
-        return load_settings(self.config_file, home=self.home, sources=sources)
+        overrides = json.loads(self.overrides_json) if self.overrides_json else {}
+        if overrides.get("sources") and isinstance(overrides["sources"][0], str):
+            overrides["sources"] = [s.model_dump() for s in sources_from_paths(overrides["sources"])]
+        return load_settings(self.config_file, home=self.home, **overrides)
 
 
 class EmbedderResource(dg.ConfigurableResource):
@@ -59,8 +59,9 @@ class IndexStoreResource(dg.ConfigurableResource):
         return self._store
 
 
-def build_resources(config_file: str | None = None, home: str | None = None, sources_json: str | None = None) -> dict:
-    platform = PlatformSettings(config_file=config_file, home=home, sources_json=sources_json)
+def build_resources(config_file: str | None = None, home: str | None = None, overrides: dict | None = None) -> dict:
+    platform = PlatformSettings(config_file=config_file, home=home,
+                                overrides_json=json.dumps(overrides) if overrides else None)
     return {
         "platform": platform,
         "embedder": EmbedderResource(platform=platform),

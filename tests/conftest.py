@@ -66,6 +66,17 @@ def make_corpus(root: Path, files: dict[str, str] = SMALL_CORPUS) -> Path:
     return root
 
 
+def write_config(tmp_path: Path, source_root: Path, name: str = "docs", extra: str = "") -> Path:
+    """A real TOML config, as a user would write one: one folder source with an hr rule."""
+    path = tmp_path / "ingest-platform.toml"
+    path.write_text(
+        f'home = "{(tmp_path / "state").as_posix()}"\n{extra}\n'
+        f'[[sources]]\nname = "{name}"\npath = "{source_root.as_posix()}"\naccess_groups = ["public"]\n'
+        '[[sources.access_rules]]\npattern = "hr/**"\ngroups = ["hr"]\n'
+    )
+    return path
+
+
 def make_settings(tmp_path: Path, source_root: Path, **extra):
     from ingest_platform.config import load_settings
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from .conftest import REPO, make_corpus, write
+from .conftest import REPO, make_corpus, write, write_config
 
 CLI = [sys.executable, "-m", "ingest_platform.cli"]
 
@@ -22,12 +22,13 @@ def cli(*args, cwd=REPO, env_extra=None):
 def test_cli_contract_run_status_query_promote_rollback(tmp_path):
     root = make_corpus(tmp_path / "src")
     write(root, "broken.pdf", b"%PDF-1.4 this is not really a pdf")
-    home = tmp_path / "home"
+    home = tmp_path / "state"
+    cfg = str(write_config(tmp_path, root))
 
     before = cli("query", "refund", "--home", str(home))
     assert before.returncode == 2 and "ingest-platform run" in before.stderr
 
-    run = cli("run", "--home", str(home), "--source", str(root), "--json")
+    run = cli("run", "--config", cfg, "--json")
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout)
     assert summary["success"] and summary["promoted"]
@@ -50,7 +51,7 @@ def test_cli_contract_run_status_query_promote_rollback(tmp_path):
     assert hr["hits"] and all(h["doc_id"].endswith("hr/leave.md") for h in hr["hits"])
 
     write(root, "products/lanterns.md", "# Lantern catalogue\n\nThe Zephyr K7 now emits 1500 lumens.\n")
-    assert cli("run", "--home", str(home), "--source", str(root)).returncode == 0
+    assert cli("run", "--config", cfg).returncode == 0
     new = json.loads(cli("query", "Zephyr K7 lumens", "--home", str(home), "--json").stdout)
     assert "1500" in new["hits"][0]["text"]
 
@@ -60,6 +61,18 @@ def test_cli_contract_run_status_query_promote_rollback(tmp_path):
     assert "1200" in old["hits"][0]["text"]
     forward = cli("promote", "--home", str(home), "--json")
     assert forward.returncode == 0 and json.loads(forward.stdout)["to_version"] == new["index_version"]
+
+
+def test_cli_source_flag_and_default_deny(tmp_path):
+    root = make_corpus(tmp_path / "src")
+    home = str(tmp_path / "h")
+    run = cli("run", "--home", home, "--source", f"adhoc={root}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "visible to" in run.stdout and "nobody" in run.stdout
+    assert json.loads(cli("query", "Zephyr K7", "--home", home, "--json").stdout)["hits"] == []
+    assert cli("run", "--home", home, "--source", f"adhoc={root}", "--default-groups", "public").returncode == 0
+    hits = json.loads(cli("query", "Zephyr K7", "--home", home, "--json").stdout)["hits"]
+    assert hits and hits[0]["doc_id"] == "adhoc:products/lanterns.md"
 
 
 def test_cli_run_without_sources_is_a_usage_error(tmp_path):

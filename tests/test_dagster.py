@@ -10,7 +10,7 @@ from definitions import execute_run
 from ingest_platform import gates, pipeline
 from ingest_platform.query import Retriever
 
-from .conftest import SMALL_CORPUS, make_corpus, make_settings, write
+from .conftest import SMALL_CORPUS, make_corpus, make_settings, write, write_config
 
 
 def test_definitions_load_with_groups_and_descriptions():
@@ -28,8 +28,9 @@ def test_definitions_load_with_groups_and_descriptions():
 def test_materialize_builds_checks_and_promotes(tmp_path):
     root = make_corpus(tmp_path / "src")
     s = make_settings(tmp_path, root)
+    cfg = write_config(tmp_path, root)
     with dg.instance_for_test() as instance:
-        result = execute_run(home=str(s.home), sources=[f"docs={root}"], instance=instance)
+        result = execute_run(config_file=str(cfg), instance=instance)
         assert result.success
         mats = {e.event_specific_data.materialization.asset_key.to_user_string(): e.event_specific_data.materialization
                 for e in result.get_asset_materialization_events()}
@@ -41,7 +42,7 @@ def test_materialize_builds_checks_and_promotes(tmp_path):
         store = pipeline.index_store(s)
         assert store.tags()["production"] == store.tags()["candidate"]
 
-        again = execute_run(home=str(s.home), sources=[f"docs={root}"], instance=instance)
+        again = execute_run(config_file=str(cfg), instance=instance)
         mats = {e.event_specific_data.materialization.asset_key.to_user_string(): e.event_specific_data.materialization
                 for e in again.get_asset_materialization_events()}
         assert mats["parsed_documents"].metadata["parsed"].value == 0
@@ -52,8 +53,9 @@ def test_materialize_builds_checks_and_promotes(tmp_path):
 def test_failing_blocking_check_stops_promotion(tmp_path):
     root = make_corpus(tmp_path / "src")
     s = make_settings(tmp_path, root)
+    cfg = write_config(tmp_path, root)
     with dg.instance_for_test() as instance:
-        assert execute_run(home=str(s.home), sources=[f"docs={root}"], instance=instance).success
+        assert execute_run(config_file=str(cfg), instance=instance).success
         production = pipeline.index_store(s).version_of("production")
 
         @dg.asset_check(asset=definitions.candidate_index, blocking=True, name="always_fails")
@@ -61,7 +63,7 @@ def test_failing_blocking_check_stops_promotion(tmp_path):
             return dg.AssetCheckResult(passed=False, metadata={"why": "test"})
 
         write(root, "policies/refund.md", SMALL_CORPUS["policies/refund.md"].replace("30 days", "90 days"))
-        result = execute_run(home=str(s.home), sources=[f"docs={root}"], instance=instance,
+        result = execute_run(config_file=str(cfg), instance=instance,
                              extra_checks=[always_fails])
         assert not result.success
         store = pipeline.index_store(s)
