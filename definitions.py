@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.automation import build_automation
 from assets.evaluation import index_eval
 from assets.index import candidate_index, embeddings, production_index
 from assets.ingest import chunks, document_manifest, enriched_chunks, parsed_documents
@@ -33,11 +34,14 @@ index_job = dg.define_asset_job(
                 "checks, eval, promote.",
 )
 
+source_change_sensor, hourly_reindex = build_automation(index_job, os.environ.get("INGEST_PLATFORM_CONFIG"))
+
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=[*CHECKS, *FRESHNESS_CHECKS],
     jobs=[index_job, freshness_job],
-    schedules=[freshness_schedule],
+    schedules=[hourly_reindex, freshness_schedule],
+    sensors=[source_change_sensor],
     resources=build_resources(os.environ.get("INGEST_PLATFORM_CONFIG")),
 )
 

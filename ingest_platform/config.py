@@ -155,6 +155,16 @@ class QualitySettings(BaseModel):
         return self.blocking.get(check, _default_blocking().get(check, True))
 
 
+class AutomationSettings(BaseModel):
+    # The sensor is cheap (a listing compared with the manifest) and triggers only on change, so it
+    # starts switched on; the schedule is a safety net for sources whose changes a listing cannot
+    # see (e.g. an object store without reliable mtimes) and starts off.
+    sensor_enabled: bool = True
+    sensor_interval_s: int = Field(default=60, ge=10)
+    schedule_enabled: bool = False
+    schedule_cron: str = "0 * * * *"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="INGEST_PLATFORM_", env_nested_delimiter="__", extra="forbid"
@@ -172,6 +182,7 @@ class Settings(BaseSettings):
     query: QuerySettings = Field(default_factory=QuerySettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     freshness: FreshnessSettings = Field(default_factory=FreshnessSettings)
+    automation: AutomationSettings = Field(default_factory=AutomationSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
 
     @classmethod
