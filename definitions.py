@@ -32,6 +32,9 @@ index_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*ASSETS) - dg.AssetSelection.checks(*FRESHNESS_CHECKS),
     description="The incremental pipeline end to end: scan, parse, chunk, enrich, embed, index, "
                 "checks, eval, promote.",
+    # One process for the whole run: the model loads once and the parser pool is reused. Steps are
+    # a chain anyway; on a cluster, swap in the multiprocess/k8s executor (docs/scaling.md).
+    executor_def=dg.in_process_executor,
 )
 
 source_change_sensor, hourly_reindex = build_automation(index_job, os.environ.get("INGEST_PLATFORM_CONFIG"))

@@ -12,6 +12,17 @@ from .conftest import REPO, make_corpus, write, write_config
 CLI = [sys.executable, "-m", "ingest_platform.cli"]
 
 
+def cli_main(capsys, *args) -> tuple[int, str, str]:
+    """The same entry point in this process (warm model and parser pool): for the many follow-up
+    calls; the subprocess calls above prove the installed command itself works."""
+    from ingest_platform.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def cli(*args, cwd=REPO, env_extra=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PLATFORM_")}
     env.update(env_extra or {})
@@ -19,7 +30,7 @@ def cli(*args, cwd=REPO, env_extra=None):
     return subprocess.run([*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_cli_contract_run_status_query_promote_rollback(tmp_path):
+def test_cli_contract_run_status_query_promote_rollback(tmp_path, capsys):
     root = make_corpus(tmp_path / "src")
     write(root, "broken.pdf", b"%PDF-1.4 this is not really a pdf")
     home = tmp_path / "state"
@@ -34,7 +45,7 @@ def test_cli_contract_run_status_query_promote_rollback(tmp_path):
     assert summary["success"] and summary["promoted"]
     assert summary["documents"]["by_status"]["new"] == 4 and summary["documents"]["by_status"]["failed"] == 1
 
-    status = json.loads(cli("status", "--home", str(home), "--json").stdout)
+    status = json.loads(cli_main(capsys, "status", "--home", str(home), "--json")[1])
     assert status["documents"]["total"] == 5
     assert status["documents"]["by_status"]["failed"] == 1
     (failure,) = status["failures"]
@@ -47,31 +58,43 @@ def test_cli_contract_run_status_query_promote_rollback(tmp_path):
     hit = answer["hits"][0]
     assert {"chunk_id", "doc_id", "text", "score", "source_uri", "title", "heading_path", "page"} <= set(hit)
     assert "Zephyr K7" in hit["text"]
-    hr = json.loads(cli("query", "parental leave", "--home", str(home), "--groups", "hr", "--json").stdout)
+    hr = json.loads(cli_main(capsys, "query", "parental leave", "--home", str(home), "--groups", "hr", "--json")[1])
     assert hr["hits"] and all(h["doc_id"].endswith("hr/leave.md") for h in hr["hits"])
 
     write(root, "products/lanterns.md", "# Lantern catalogue\n\nThe Zephyr K7 now emits 1500 lumens.\n")
-    assert cli("run", "--config", cfg).returncode == 0
-    new = json.loads(cli("query", "Zephyr K7 lumens", "--home", str(home), "--json").stdout)
+    assert cli_main(capsys, "run", "--config", cfg)[0] == 0
+    new = json.loads(cli_main(capsys, "query", "Zephyr K7 lumens", "--home", str(home), "--json")[1])
     assert "1500" in new["hits"][0]["text"]
 
-    back = cli("rollback", "--home", str(home), "--reason", "test", "--json")
-    assert back.returncode == 0 and json.loads(back.stdout)["to_version"] == summary["production_version"]
-    old = json.loads(cli("query", "Zephyr K7 lumens", "--home", str(home), "--json").stdout)
+    code, out, _ = cli_main(capsys, "rollback", "--home", str(home), "--reason", "test", "--json")
+    assert code == 0 and json.loads(out)["to_version"] == summary["production_version"]
+    old = json.loads(cli_main(capsys, "query", "Zephyr K7 lumens", "--home", str(home), "--json")[1])
     assert "1200" in old["hits"][0]["text"]
-    forward = cli("promote", "--home", str(home), "--json")
-    assert forward.returncode == 0 and json.loads(forward.stdout)["to_version"] == new["index_version"]
+    code, out, _ = cli_main(capsys, "promote", "--home", str(home), "--json")
+    assert code == 0 and json.loads(out)["to_version"] == new["index_version"]
+    code, out, _ = cli_main(capsys, "eval", "--home", str(home), "--golden", str(golden(tmp_path)), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["metrics"]["recall_at_k"] == 1.0 and report["queries"] == 2
 
 
-def test_cli_source_flag_and_default_deny(tmp_path):
+def golden(tmp_path):
+    path = tmp_path / "golden.jsonl"
+    path.write_text("\n".join(json.dumps(q) for q in [
+        {"id": "g1", "query": "Zephyr K7 lumens", "relevant_doc_ids": ["docs:products/lanterns.md"], "tags": ["exact-term"]},
+        {"id": "g2", "query": "money back after purchase", "relevant_doc_ids": ["docs:policies/refund.md"], "tags": ["paraphrase"]},
+    ]))
+    return path
+
+
+def test_cli_source_flag_and_default_deny(tmp_path, capsys):
     root = make_corpus(tmp_path / "src")
     home = str(tmp_path / "h")
-    run = cli("run", "--home", home, "--source", f"adhoc={root}")
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "visible to" in run.stdout and "nobody" in run.stdout
-    assert json.loads(cli("query", "Zephyr K7", "--home", home, "--json").stdout)["hits"] == []
-    assert cli("run", "--home", home, "--source", f"adhoc={root}", "--default-groups", "public").returncode == 0
-    hits = json.loads(cli("query", "Zephyr K7", "--home", home, "--json").stdout)["hits"]
+    code, out, err = cli_main(capsys, "run", "--home", home, "--source", f"adhoc={root}")
+    assert code == 0, err[-2000:]
+    assert "visible to" in out and "nobody" in out
+    assert json.loads(cli_main(capsys, "query", "Zephyr K7", "--home", home, "--json")[1])["hits"] == []
+    assert cli_main(capsys, "run", "--home", home, "--source", f"adhoc={root}", "--default-groups", "public")[0] == 0
+    hits = json.loads(cli_main(capsys, "query", "Zephyr K7", "--home", home, "--json")[1])["hits"]
     assert hits and hits[0]["doc_id"] == "adhoc:products/lanterns.md"
 
 

@@ -22,7 +22,7 @@ def test_definitions_load_with_groups_and_descriptions():
     for key in repo.asset_graph.get_all_asset_keys():
         node = repo.asset_graph.get(key)
         assert node.group_name in {"ingest", "index"} and node.description, key
-    assert defs.get_job_def("index_job")
+    assert defs.resolve_job_def("index_job")
 
 
 def test_materialize_builds_checks_and_promotes(tmp_path):
