@@ -13,6 +13,7 @@ available offline, so a PDF without a text layer is reported, not OCR'd.
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import logging
@@ -234,6 +235,7 @@ class _PdfFacts:
     encrypted: bool
     created: str | None
     modified: str | None
+    damaged: bool = False  # qpdf had to reconstruct it (truncated, broken xref)
 
 
 _PDF_DATE = re.compile(
@@ -265,13 +267,22 @@ def _pdf_facts(data: bytes) -> _PdfFacts:
     import pikepdf
 
     try:
-        with pikepdf.open(io.BytesIO(data)) as pdf:
+        damaged = False
+        try:
+            pdf = pikepdf.open(io.BytesIO(data), attempt_recovery=False)
+        except pikepdf.PasswordError:
+            raise
+        except pikepdf.PdfError:
+            damaged = True
+            pdf = pikepdf.open(io.BytesIO(data))
+        with pdf:
             info = pdf.docinfo
             return _PdfFacts(
                 pages=len(pdf.pages),
                 encrypted=pdf.is_encrypted,
                 created=_pdf_date_to_iso(info.get("/CreationDate")),
                 modified=_pdf_date_to_iso(info.get("/ModDate")),
+                damaged=damaged,
             )
     except pikepdf.PasswordError:
         raise ParseError("encrypted PDF (password required)", code="encrypted PDF") from None
@@ -448,10 +459,105 @@ def _check_text_content(data: bytes, fmt: str) -> None:
         raise ParseError(reason, code=f"corrupt {fmt}")
 
 
+# Text formats handed to their partitioner as UTF-8: unstructured's own guess picks cp1250 for
+# ordinary cp1252 text ("naïve" -> "naďve") and turns a few broken bytes into a page of mojibake.
+_TRANSCODED_FORMATS = frozenset({"txt", "md", "html", "csv", "tsv"})
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+
+
+def _text_encoding(data: bytes, fmt: str) -> tuple[str, str] | None:
+    """``(encoding, errors)`` to decode a text format with, or None to leave it to the parser.
+
+    A BOM decides, then strict UTF-8, then an HTML ``<meta charset>``. Text that is UTF-8 apart
+    from a few broken bytes stays UTF-8 (the broken bytes become U+FFFD). Otherwise the detector
+    guesses, and among equally plausible single-byte code pages cp1252 wins: it is by far the
+    most common legacy encoding, and the detector cannot tell it from cp1250 on short text.
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return encoding, "strict"
+    try:
+        data.decode("utf-8")
+        return "utf-8", "strict"
+    except UnicodeDecodeError:
+        pass
+    if fmt == "html" and (m := _META_CHARSET.search(data[:4096])):
+        try:
+            return codecs.lookup(m.group(1).decode("ascii")).name, "replace"
+        except LookupError:
+            pass
+    text = data.decode("utf-8", "replace")
+    broken = text.count("\ufffd")
+    if sum(1 for ch in text if ord(ch) > 0x7F) - broken > broken:
+        return "utf-8", "replace"
+    from charset_normalizer import from_bytes
+
+    results = from_bytes(data)
+    best = results.best()
+    if best is None:
+        return None
+    tied = [r for r in results if r.chaos <= best.chaos]
+    if any("cp1252" in r.could_be_from_charset for r in tied):
+        return "cp1252", "replace"
+    return best.encoding, "replace"
+
+
+def _to_utf8(data: bytes, fmt: str) -> bytes:
+    found = _text_encoding(data, fmt)
+    if found is None or found == ("utf-8", "strict"):
+        return data
+    return data.decode(*found).encode("utf-8")
+
+
+def _check_inflated_size(data: bytes, fmt: str, settings: ParsingSettings) -> None:
+    """Refuse a zip package (docx, pptx, ...) whose parts inflate past a quarter of the worker's
+    memory cap: its bytes, text and parsed tree could not all fit. The sizes come from the central
+    directory, so a decompression bomb is refused before anything is inflated (Python's zipfile,
+    which the OOXML parsers use, never inflates an entry past its declared size)."""
+    if fmt not in _ZIP_FORMATS or settings.max_memory_mb <= 0:
+        return
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            inflated = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # not a readable zip: the partitioner reports it as corrupt
+    limit = settings.max_memory_mb * 1024 * 1024 // 4
+    if inflated > limit:
+        reason = (
+            f"decompression bomb: {fmt} inflates to {inflated >> 20} MiB from {len(data) >> 10} KiB "
+            f"(limit {limit >> 20} MiB, a quarter of max_memory_mb={settings.max_memory_mb})"
+        )
+        raise ParseError(reason, code="decompression bomb")
+
+
+def _check_html_limits(data: bytes) -> None:
+    """libxml2 stops at nesting depth 256 and unstructured then silently keeps only the text
+    before that point; report it instead of indexing a fragment."""
+    from lxml import etree
+
+    parser = etree.HTMLParser(remove_comments=True, remove_pis=True)
+    try:
+        etree.fromstring(data, parser)
+    except (etree.XMLSyntaxError, ValueError):
+        return  # nothing parseable: the partitioner reports it
+    for entry in parser.error_log:
+        if entry.type_name == "ERR_RESOURCE_LIMIT":
+            what = entry.message.split(", use XML_PARSE_HUGE")[0].strip()
+            reason = f"html exceeds a parser limit: {what} (the parser would drop the rest of the document)"
+            raise ParseError(reason, code="html exceeds a parser limit")
+
+
 def _no_elements_error(fmt: str, pdf: _PdfFacts | None) -> ParseError:
     """Why a partitioner that did not raise still gave nothing."""
     if pdf is not None and pdf.encrypted:
         return ParseError("encrypted PDF (no text extractable)", code="encrypted PDF")
+    if pdf is not None and pdf.damaged:
+        reason = f"corrupt pdf: damaged or truncated file, no text recovered from {pdf.pages} page(s)"
+        return ParseError(reason, code="corrupt pdf")
     if pdf is not None and pdf.pages > 0:
         return ParseError(
             f"no text layer (image-only PDF; OCR not available; {pdf.pages} page(s))",
@@ -495,6 +601,11 @@ def parse_bytes(data: bytes, filename: str, fmt: str | None, settings: ParsingSe
     if fmt in PANDOC_FORMATS and not offline.pandoc_available():
         raise ParseError(f"pandoc not available for {fmt}", code="pandoc not available")
     _check_text_content(data, fmt)
+    _check_inflated_size(data, fmt, settings)
+    if fmt in _TRANSCODED_FORMATS:
+        data = _to_utf8(data, fmt)
+    if fmt == "html":
+        _check_html_limits(data)
     pdf = _pdf_facts(data) if fmt == "pdf" else None
     rows = _run_partitioner(data, filename, fmt, settings)
     if not rows:
