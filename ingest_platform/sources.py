@@ -8,6 +8,7 @@ with ``error`` set, never an exception that stops the scan.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -193,7 +194,11 @@ class DirectorySource(Source):
                 if not target.is_relative_to(real_root):
                     return self._failed(rel, "symlink points outside the source root: not followed")
             st = full.stat()
-        except (OSError, RuntimeError) as exc:  # broken link, link loop, permission
+        except RuntimeError:  # Path.resolve() on a link loop before Python 3.13
+            return self._failed(rel, "symlink loop: not followed")
+        except OSError as exc:  # broken link, link loop, permission
+            if exc.errno == errno.ELOOP:
+                return self._failed(rel, "symlink loop: not followed")
             return self._failed(rel, f"unreadable: {type(exc).__name__}: {exc.strerror or exc}")
         if not stat.S_ISREG(st.st_mode):
             return self._failed(rel, "not a regular file", 0, st.st_mtime)
@@ -352,6 +357,10 @@ class RecordSource(Source):
         if not rid:
             return ScanItem(**base, error=f"record at {where} has no id (_id, id or doc_id)")
         if rid in seen:
+            # Its own doc id, so the manifest records the skipped duplicate instead of folding it
+            # into the first record of that id.
+            key = f"{rid}@{where}"
+            base.update(doc_id=self.doc_id(key), relpath=key, source_uri=f"{_as_uri(uri)}#{key}")
             return ScanItem(**base, error=f"duplicate record id {rid!r} (first at {seen[rid]}): skipped")
         seen[rid] = where
         text = record.get("text") or record.get("contents") or ""
