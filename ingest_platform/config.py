@@ -96,6 +96,9 @@ class EmbeddingSettings(BaseModel):
 
 
 class IndexSettings(BaseModel):
+    # Where the LanceDB database lives: default ``<home>/lancedb``; any LanceDB URI works, e.g.
+    # ``s3://bucket/ingest/lancedb`` (credentials from the usual AWS environment variables).
+    uri: str | None = None
     table: str = "chunks"
     # Brute-force search is exact and fast enough below this; past it an IVF_PQ index is built.
     vector_index_min_rows: int = 100_000
@@ -104,10 +107,15 @@ class IndexSettings(BaseModel):
 
 
 class QuerySettings(BaseModel):
+    # How hybrid search merges the vector and keyword lists (see ``query.fuse``): "zscore" adds the
+    # weighted per-query z-scores of cosine similarity and BM25; "rrf" is reciprocal rank fusion.
+    # Defaults tuned on SciFact's train split (benchmarks/README.md): zscore beat the best RRF there.
+    fusion: Literal["zscore", "rrf"] = "zscore"
     rrf_k: int = 60
-    vector_weight: float = 1.0
-    keyword_weight: float = 1.0
-    candidates: int = 50
+    vector_weight: float = 0.6
+    keyword_weight: float = 0.4
+    # Chunks each retriever returns for hybrid fusion (the z-scores are taken over these).
+    candidates: int = 200
     cache_size: int = 1024
     trace: bool = True
     max_k: int = 1000
@@ -196,7 +204,7 @@ class Settings(BaseSettings):
 
     @property
     def lancedb_uri(self) -> str:
-        return str(self.state / "lancedb")
+        return self.index.uri or str(self.state / "lancedb")
 
     def pipeline_fingerprint(self) -> str:
         """What, besides a document's own bytes, decides its chunks: changing it re-chunks everything."""
