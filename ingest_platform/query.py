@@ -130,8 +130,10 @@ def _groups(groups: Any) -> tuple[str, ...]:
         return (PUBLIC_GROUP,)
     if isinstance(groups, str):
         groups = [g for g in groups.split(",") if g]
-    if not all(isinstance(g, str) for g in groups):
-        raise QueryError("groups must be strings")
+    if not isinstance(groups, (list, tuple, set, frozenset)) or not all(isinstance(g, str) for g in groups):
+        raise QueryError("groups must be a list of strings or one comma-separated string")
+    if any("\x00" in g for g in groups):
+        raise QueryError("group names may not contain NUL characters")
     return tuple(sorted(set(groups)))
 
 
@@ -143,13 +145,17 @@ def access_filter(groups: tuple[str, ...]) -> str:
 def metadata_filter(filters: dict[str, Any] | None) -> str | None:
     if not filters:
         return None
+    if not isinstance(filters, dict):
+        raise QueryError(f"filters must be a dict of column -> value(s), not {type(filters).__name__}")
     parts = []
-    for column, value in sorted(filters.items()):
+    for column, value in sorted(filters.items(), key=lambda item: str(item[0])):
         if column not in FILTER_COLUMNS:
             raise QueryError(f"cannot filter on {column!r}; allowed: {', '.join(sorted(FILTER_COLUMNS))}")
         values = value if isinstance(value, (list, tuple, set)) else [value]
         if not values or not all(isinstance(v, str) for v in values):
             raise QueryError(f"filter {column!r} needs a string or a non-empty list of strings")
+        if any("\x00" in v for v in values):
+            raise QueryError(f"filter {column!r}: values may not contain NUL characters")
         parts.append(f"{column} IN ({', '.join(quote(v) for v in sorted(values))})")
     return " AND ".join(parts)
 
@@ -314,7 +320,7 @@ class Retriever:
             ranked["keyword"] = self._keyword(pinned.table, text, where, depth)
             timings["keyword"] = _ms(t)
         t = time.perf_counter()
-        hits = fuse(ranked, {"vector": q.vector_weight, "keyword": q.keyword_weight}, q.rrf_k, k)
+        hits = fuse(ranked, {"vector": q.vector_weight, "keyword": q.keyword_weight}, q.rrf_k, k, method=q.fusion)
         timings["fuse"] = _ms(t)
         return hits
 
@@ -350,18 +356,60 @@ class Retriever:
                 fh.write(line)
 
 
-def fuse(ranked: dict[str, list[dict]], weights: dict[str, float], rrf_k: int, k: int) -> list[Hit]:
-    """Weighted reciprocal rank fusion: score = sum(w / (rrf_k + rank)), rank from 1."""
+# Each retriever's own relevance score, higher is better: cosine similarity, BM25.
+_SCORE = {"vector": lambda row: 1.0 - row["_distance"], "keyword": lambda row: row["_score"]}
+
+
+def _standardised(name: str, results: list[dict]) -> tuple[list[float], float]:
+    """The list's scores as z-scores over the list, and the z-score of its last candidate (what a
+    chunk the list did not return gets: it ranked below every candidate)."""
+    get = _SCORE.get(name)
+    if get is None or any(get(row) is None for row in results):  # no usable scores: by rank
+        raw = [-float(rank) for rank in range(len(results))]
+    else:
+        raw = [float(get(row)) for row in results]
+    mean = sum(raw) / len(raw)
+    sd = (sum((x - mean) ** 2 for x in raw) / len(raw)) ** 0.5 or 1.0
+    z = [(x - mean) / sd for x in raw]
+    return z, min(z)
+
+
+def fuse(ranked: dict[str, list[dict]], weights: dict[str, float], rrf_k: int, k: int,
+         method: str = "zscore") -> list[Hit]:
+    """Merge ranked lists of chunks into ``k`` hits.
+
+    ``zscore`` (the default, tuned on SciFact's train split, see ``benchmarks/README.md``): each
+    list's scores are standardised over its own candidates (cosine similarity and BM25 live on
+    unrelated scales; z-scores make them comparable per query) and the fused score is
+    ``sum(w * z)``; a chunk missing from a list counts as that list's last candidate.
+    ``rrf``: weighted reciprocal rank fusion, ``sum(w / (rrf_k + rank))`` with ranks from 1.
+    A single list keeps its order either way.
+    """
+    if method not in ("zscore", "rrf"):
+        raise ValueError(f"unknown fusion method {method!r}: use 'zscore' or 'rrf'")
     scores: dict[str, float] = {}
     rows: dict[str, dict] = {}
     ranks: dict[str, dict[str, int | None]] = {}
+    floors: dict[str, float] = {}
     for name, results in ranked.items():
         w = weights.get(name, 1.0)
-        for rank, row in enumerate(results, start=1):
+        if method == "zscore" and results:
+            z, floors[name] = _standardised(name, results)
+            contributions = [w * x for x in z]
+        else:
+            contributions = [w / (rrf_k + rank) for rank in range(1, len(results) + 1)]
+        for rank, (row, add) in enumerate(zip(results, contributions), start=1):
             cid = row["chunk_id"]
+            if cid in ranks and ranks[cid][name] is not None:
+                continue  # a chunk listed twice by one retriever counts once, at its best rank
             rows.setdefault(cid, row)
             ranks.setdefault(cid, {n: None for n in ranked})[name] = rank
-            scores[cid] = scores.get(cid, 0.0) + w / (rrf_k + rank)
+            scores[cid] = scores.get(cid, 0.0) + add
+    if method == "zscore":
+        for cid, got in ranks.items():
+            for name, rank in got.items():
+                if rank is None and name in floors:
+                    scores[cid] += weights.get(name, 1.0) * floors[name]
     order = sorted(scores, key=lambda c: (-scores[c], c))[:k]
     return [
         Hit(
