@@ -10,6 +10,7 @@ Dagster assets, the CLI and the benchmarks all call these same functions.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import time
@@ -195,7 +196,7 @@ def _parse_todo(settings, todo, fp, elements, failures, summary, progress, Parse
     transient: dict[str, str] = {}
     batch: list[pa.Table] = []
     fail_rows: list[dict] = []
-    jobs = []
+    jobs, ready = [], []
     limit = settings.parsing.max_file_bytes
     for doc_id, h in wanted.items():
         row, item = todo[h], items.get(doc_id)
@@ -213,19 +214,12 @@ def _parse_todo(settings, todo, fp, elements, failures, summary, progress, Parse
         if hashlib.sha256(data).hexdigest() != h:
             transient[doc_id] = "changed between scan and parse: the next run picks up the new content"
             continue
-        if row["format"] == RECORD_FORMAT:
+        if row["format"] == RECORD_FORMAT:  # records need no parser process
             table = record_elements(data)
-            if table.num_rows == 0:
-                fail_rows.append({"cache_key": f"{h}:{fp}", "reason": "empty record: no title or text"})
-            else:
-                batch.append(_tag(table, h))
-                summary.parsed += 1
-                summary.elements += table.num_rows
-            if progress:
-                progress(1)
+            ready.append((h, table if table.num_rows else ParseError("empty record: no title or text")))
             continue
         jobs.append((h, data, row["relpath"].rsplit("/", 1)[-1], row["format"]))
-    for key, result in (parse_many(jobs, settings.parsing) if jobs else ()):
+    for key, result in itertools.chain(ready, parse_many(jobs, settings.parsing) if jobs else ()):
         if isinstance(result, ParseError):
             fail_rows.append({"cache_key": f"{key}:{fp}", "reason": result.reason})
         else:
