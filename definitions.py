@@ -18,14 +18,13 @@ from assets.index import candidate_index, embeddings, production_index
 from assets.ingest import chunks, document_manifest, enriched_chunks, parsed_documents
 from checks.eval_checks import eval_gate
 from checks.freshness_checks import FRESHNESS_CHECKS, freshness_job, freshness_schedule
-from checks.index_checks import index_is_complete
 from checks.quality_checks import QUALITY_CHECKS
 from resources import build_resources
 
 ASSETS = [document_manifest, parsed_documents, chunks, enriched_chunks, embeddings, candidate_index, index_eval,
           production_index]
 # The checks a pipeline run executes (freshness checks run in ``freshness_job`` between runs).
-CHECKS = [index_is_complete, *QUALITY_CHECKS, eval_gate]
+CHECKS = [*QUALITY_CHECKS, eval_gate]
 
 index_job = dg.define_asset_job(
     "index_job",

@@ -38,7 +38,7 @@ def test_materialize_builds_checks_and_promotes(tmp_path):
         assert mats["candidate_index"].metadata["new_version_written"].value is True
         assert mats["production_index"].metadata["promoted"].value is True
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-        assert checks["index_is_complete"] is True
+        assert checks["index_quality"] is True
         store = pipeline.index_store(s)
         assert store.tags()["production"] == store.tags()["candidate"]
 
@@ -86,7 +86,7 @@ def test_promotion_refuses_versions_without_passing_gates(tmp_path):
 
     with pytest.raises(gates.GateError, match="no recorded quality gates"):
         gates.require_passed(s.state, v)
-    gates.record(s.state, v, "index_is_complete", True)
+    gates.record(s.state, v, "index_quality", True)
     gates.record(s.state, v, "eval_gate", False)
     with pytest.raises(gates.GateError, match="eval_gate"):
         gates.require_passed(s.state, v)

@@ -100,13 +100,13 @@ def test_good_build_passes_every_gate_and_is_promoted(good):
     s = load_settings(cfg)
     checks = checks_of(result)
     assert result.success
-    assert {"index_is_complete", "manifest_quality", "chunks_quality", "embeddings_quality", "index_quality",
+    assert {"manifest_quality", "chunks_quality", "embeddings_quality", "index_quality",
             "eval_gate"} <= set(checks)
     assert all(c.passed for c in checks.values()), {n: c.description for n, c in checks.items() if not c.passed}
     tags = pipeline.index_store(s).tags()
     assert tags[PRODUCTION] == tags[CANDIDATE]
     recorded = gates.require_passed(s.state, tags[PRODUCTION])
-    assert {"eval_gate", "embeddings_quality", "index_quality", "index_is_complete"} <= set(recorded)
+    assert {"eval_gate", "embeddings_quality", "index_quality"} <= set(recorded)
 
     # The shipped golden set clears the default floors on the sample corpus.
     meta = materialized(result)

@@ -106,7 +106,7 @@ def test_ui_serves_graph_checks_automation_and_runs_the_job(dagster_dev):
     assert all(n["groupName"] in {"ingest", "index"} and n["description"] for n in nodes.values())
     checks = {c["name"]: c["blocking"] for n in nodes.values()
               for c in n["assetChecksOrError"].get("checks", [])}
-    assert checks["index_is_complete"] and checks["eval_gate"]
+    assert checks["index_quality"] and checks["eval_gate"]
 
     params = {"selector": {"repositoryLocationName": entry["name"], "repositoryName": repo["name"],
                            "jobName": "index_job"}, "runConfigData": {}}
