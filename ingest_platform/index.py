@@ -159,7 +159,7 @@ class IndexStore:
             table = self.open()
             if self._indexes_behind(table):  # a run killed between its write and its optimize
                 self._ensure_indexes(table, vector_index_min_rows)
-                table.optimize(cleanup_older_than=retention)
+                optimize(table, retention)
             self._ensure_candidate_tag(table)
             return SyncResult(False, table.version, table.count_rows(), 0, 0, 0, 0, 0, False,
                               time.perf_counter() - started)
@@ -175,7 +175,7 @@ class IndexStore:
             inserted, updated, deleted = self._merge(table, rows, upsert, delete)
         faults.point("index:written")
         self._ensure_indexes(table, vector_index_min_rows)
-        table.optimize(cleanup_older_than=retention)
+        optimize(table, retention)
         faults.point("index:optimized")
         self._ensure_candidate_tag(table, force=True)
         return SyncResult(True, table.version, table.count_rows(), len(upsert), len(delete), inserted,
@@ -317,8 +317,40 @@ class IndexStore:
         for name in list(table.tags.list()):
             if name.startswith(PROMOTED_PREFIX) and name not in keep:
                 table.tags.delete(name)
-        stats = table.cleanup_old_versions(older_than=older_than)
-        return {"bytes_removed": getattr(stats, "bytes_removed", None), "old_versions": getattr(stats, "old_versions", None)}
+        before = {v["version"] for v in table.list_versions()}
+        # lancedb's own prune: Table.cleanup_old_versions needs pylance, which is not a dependency.
+        optimize(table, older_than)
+        after = {v["version"] for v in table.list_versions()}
+        return {"old_versions": len(before - after), "versions_left": len(after)}
+
+
+def optimize(table, older_than: timedelta | None) -> None:
+    """``table.optimize`` (compact, prune versions older than ``older_than``, update indexes) that
+    never fails because of a tag and never prunes a tagged version.
+
+    lancedb's prune refuses to run at all once any tagged version (production, a rollback target)
+    is older than the cutoff, so after ``retention_days`` without a promotion every write would
+    fail. Then the cutoff moves back to just before the oldest tagged version: untagged versions
+    older than every tag are pruned, the rest wait until ``cleanup`` untags old rollback targets.
+    """
+    try:
+        table.optimize(cleanup_older_than=older_than)
+        return
+    except RuntimeError as exc:
+        if older_than is None or "tagged version" not in str(exc):
+            raise
+    tagged = {info["version"] for info in table.tags.list().values()}
+    oldest = min(v["timestamp"] for v in table.list_versions() if v["version"] in tagged)
+    # lancedb reports naive local times. The margin covers the time until the prune takes its own
+    # "now" (compaction runs first; here it has just run, so it is quick).
+    for margin in (timedelta(seconds=5), timedelta(minutes=10)):
+        try:
+            table.optimize(cleanup_older_than=max(older_than, datetime.now() - oldest + margin))
+            return
+        except RuntimeError as exc:
+            if "tagged version" not in str(exc):
+                raise
+    raise IndexError_("could not prune old index versions without touching a tagged one")
 
 
 def _scan(table, columns: list[str], where: str | None = None) -> pa.Table:
