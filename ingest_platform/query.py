@@ -241,8 +241,23 @@ class Retriever:
             if self._pinned is None or self._pinned.version != version:
                 table = self.store.checkout(version)
                 self._pinned = _Pinned(version, table, self.store.model(table)[1])
-            self._signal = signal
+            # A promotion records its move before it moves the tag. Caught in between, the tag
+            # still names the old version: look again on the next query rather than settle on
+            # this history (which will not change again) and serve the old version until the
+            # next promotion.
+            if self.ref != PRODUCTION or self._last_recorded_version() in (None, version):
+                self._signal = signal
             return self._pinned
+
+    def _last_recorded_version(self) -> int | None:
+        """``to_version`` of the last line of the promotion history (None if unreadable)."""
+        try:
+            with open(self.store.history_path, "rb") as fh:
+                fh.seek(max(0, os.fstat(fh.fileno()).st_size - 4096))
+                lines = [line for line in fh.read().splitlines() if line.strip()]
+            return int(json.loads(lines[-1])["to_version"]) if lines else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def refresh(self) -> int:
         self._signal = None
