@@ -18,13 +18,7 @@ GROUP = "index"
 def embeddings(context: dg.AssetExecutionContext, platform: PlatformSettings, embedder: EmbedderResource) -> dg.MaterializeResult:
     """Vectors for every enriched chunk, cached by (model id, text hash): text embedded once is
     never embedded again."""
-    done = [0]
-
-    def progress(n: int) -> None:
-        done[0] += n
-        context.log.info(f"embedded {done[0]} texts")
-
-    stats = pipeline.embed(platform.get(), embedder.embedder, progress)
+    stats = pipeline.embed(platform.get(), embedder.embedder)
     return dg.MaterializeResult(metadata={
         "model": stats.model_id, "chunks": stats.chunks, "unique_texts": stats.unique_texts,
         "embedded": stats.embedded, "cache_hits": stats.cache_hits,

@@ -96,6 +96,9 @@ def cmd_run(args) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     from definitions import execute_run  # Dagster is imported only here
+    from ingest_platform.progress import enable_bars
+
+    enable_bars(sys.stderr.isatty() and not args.json)
 
     overrides: dict = {}
     if args.source:

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from ingest_platform import faults
 from ingest_platform.models import model_id as _model_id
 from ingest_platform.models import resolve_model_path
+from ingest_platform.progress import Progress
 from ingest_platform.storage import SegmentStore
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class Embedder:
         self._lock = threading.Lock()
 
     def encode(
-        self, texts: list[str], progress: Callable[[int], None] | None = None, chunk: int = 1024
+        self, texts: list[str], progress: Callable[[int], None] | None = None, chunk: int = 256
     ) -> np.ndarray:
         """Unit-normalised float32 vectors, in input order."""
         if not texts:
@@ -159,11 +160,13 @@ def embed_missing(
     # run keeps what it embedded.
     todo = sorted((h for h in unique if h not in known), key=lambda h: -len(unique[h]))
     started = time.perf_counter()
+    report = Progress("embedding", len(todo), progress)
     for start in range(0, len(todo), SAVE_EVERY):
         part = todo[start : start + SAVE_EVERY]
-        vectors = embedder.encode([unique[h] for h in part], progress=progress)
+        vectors = embedder.encode([unique[h] for h in part], progress=report)
         faults.point("embed:before_save")
         cache.add(part, vectors)
+    report.close()
     seconds = time.perf_counter() - started
     log.info("embedded %d new texts (%d cached) in %.1fs", len(todo), len(unique) - len(todo), seconds)
     return EmbedStats(embedder.model_id, len(hashes), len(unique), len(unique) - len(todo), len(todo), seconds)

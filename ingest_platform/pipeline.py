@@ -25,13 +25,14 @@ import pyarrow.compute as pc
 from ingest_platform import faults
 from ingest_platform import manifest as mf
 from ingest_platform.config import Settings
+from ingest_platform.progress import Progress
 from ingest_platform.schemas import CHUNKS, ELEMENTS, ENRICHED, conform
 from ingest_platform.sources import RECORD_FORMAT, make_source
 from ingest_platform.storage import SegmentStore, atomic_write_parquet, read_parquet
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int], None] | None
+ProgressFn = Callable[[int], None] | None
 
 PARSED_SCHEMA = pa.schema([("content_sha256", pa.string()), *ELEMENTS])
 FAILURE_SCHEMA = pa.schema([("cache_key", pa.string()), ("reason", pa.string())])
@@ -144,7 +145,7 @@ def record_elements(payload: bytes) -> pa.Table:
     return conform(pa.Table.from_pylist(rows), ELEMENTS) if rows else ELEMENTS.empty_table()
 
 
-def parse(settings: Settings, progress: Progress = None) -> ParseSummary:
+def parse(settings: Settings, progress: ProgressFn = None) -> ParseSummary:
     """Parse every live document whose content hash is not in the parse cache yet."""
     from ingest_platform.parsing import ParseError, parse_many, shared_pool
 
@@ -197,6 +198,7 @@ def _parse_todo(settings, todo, fp, elements, failures, summary, progress, Parse
     batch: list[pa.Table] = []
     fail_rows: list[dict] = []
     jobs, ready = [], []
+    report = Progress("parsing", len(wanted), progress)
     limit = settings.parsing.max_file_bytes
     for doc_id, h in wanted.items():
         row, item = todo[h], items.get(doc_id)
@@ -226,12 +228,12 @@ def _parse_todo(settings, todo, fp, elements, failures, summary, progress, Parse
             batch.append(_tag(result, key))
             summary.parsed += 1
             summary.elements += result.num_rows
-        if progress:
-            progress(1)
+        report(1)
         faults.point("parse:document")
         if sum(t.num_rows for t in batch) > 50_000:
             elements.append(pa.concat_tables(batch))
             batch = []
+    report.close()
     if batch:
         elements.append(pa.concat_tables(batch))
     if fail_rows:
@@ -266,7 +268,7 @@ def _reconcile_output(previous: pa.Table, live: dict[str, str]) -> tuple[pa.Tabl
     return keep, todo, dropped
 
 
-def chunk(settings: Settings, progress: Progress = None) -> StageSummary:
+def chunk(settings: Settings, progress: ProgressFn = None) -> StageSummary:
     from ingest_platform.chunking import chunk_elements
     from ingest_platform.models import load_tokenizer
 
@@ -350,7 +352,7 @@ def load_enriched(settings: Settings) -> pa.Table:
 # ---- embed & index ------------------------------------------------------------------------------
 
 
-def embed(settings: Settings, embedder=None, progress: Progress = None):
+def embed(settings: Settings, embedder=None, progress: ProgressFn = None):
     from ingest_platform.embedding import EmbeddingCache, embed_missing, get_embedder
 
     e = settings.embedding
