@@ -66,10 +66,23 @@ class Embedder:
         return out
 
     def encode_query(self, text: str) -> np.ndarray:
+        """One query, on one torch thread. A short text gains nothing from more, and on a small
+        machine whose cores LanceDB's threads also use, torch's spinning OpenMP workers stalled
+        query embedding for ~0.5 s at the 95th percentile (p95 ~550 ms vs ~40 ms on one thread,
+        2 cores: see benchmarks/README.md). The lock serialises encodes, so the switch is safe."""
+        import torch
+
         with self._lock:
-            return self._model.encode(
-                [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-            )[0].astype(np.float32)
+            threads = torch.get_num_threads()
+            if threads != 1:
+                torch.set_num_threads(1)
+            try:
+                return self._model.encode(
+                    [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+                )[0].astype(np.float32)
+            finally:
+                if threads != 1:
+                    torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=4)

@@ -16,6 +16,7 @@ import threading
 import time
 import unicodedata
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -217,6 +218,7 @@ class Retriever:
         self._lock = threading.Lock()
         self._trace_lock = threading.Lock()
         self._pinned: _Pinned | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._signal: tuple | None = None
 
     # -- version tracking --
@@ -317,6 +319,11 @@ class Retriever:
         where = access_filter(caller) + (f" AND {where_meta}" if where_meta else "")
         depth = max(k, q.candidates) if mode == "hybrid" else k
         ranked: dict[str, list[dict]] = {}
+        keyword = None
+        if mode == "hybrid":
+            # BM25 runs on a worker thread while the query is embedded and the vectors searched:
+            # LanceDB and torch release the GIL, so hybrid latency is the longer path, not the sum.
+            keyword = self._executor().submit(self._timed_keyword, pinned.table, text, where, depth)
         if mode in ("vector", "hybrid"):
             from ingest_platform.embedding import get_embedder
 
@@ -330,14 +337,26 @@ class Retriever:
                 .to_arrow().to_pylist()
             )
             timings["vector"] = _ms(t)
-        if mode in ("keyword", "hybrid"):
-            t = time.perf_counter()
-            ranked["keyword"] = self._keyword(pinned.table, text, where, depth)
-            timings["keyword"] = _ms(t)
+        if keyword is not None:
+            ranked["keyword"], timings["keyword"] = keyword.result()
+        elif mode == "keyword":
+            ranked["keyword"], timings["keyword"] = self._timed_keyword(pinned.table, text, where, depth)
         t = time.perf_counter()
         hits = fuse(ranked, {"vector": q.vector_weight, "keyword": q.keyword_weight}, q.rrf_k, k, method=q.fusion)
         timings["fuse"] = _ms(t)
         return hits
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="retriever-keyword")
+        return self._pool
+
+    def _timed_keyword(self, table, text: str, where: str, depth: int) -> tuple[list[dict], float]:
+        t = time.perf_counter()
+        rows = self._keyword(table, text, where, depth)
+        return rows, _ms(t)
 
     @staticmethod
     def _keyword(table, text: str, where: str, depth: int) -> list[dict]:
