@@ -14,7 +14,6 @@ import pytest
 
 from .conftest import REPO, make_corpus, write_config
 
-DAGSTER = Path(sys.executable).with_name("dagster")
 
 
 def free_port() -> int:
@@ -38,11 +37,10 @@ def dagster_dev(tmp_path):
     cfg = write_config(tmp_path, root)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PLATFORM_")}
-    env.update(INGEST_PLATFORM_CONFIG=str(cfg), DAGSTER_HOME=str(tmp_path / "dagster_home"))
-    (tmp_path / "dagster_home").mkdir()
-    (tmp_path / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     log = open(tmp_path / "dagster.log", "w")
-    proc = subprocess.Popen([str(DAGSTER), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+    # Through the CLI, as users start it: it sets a persistent DAGSTER_HOME under the state folder.
+    proc = subprocess.Popen([sys.executable, "-m", "ingest_platform.cli", "ui", "--config", str(cfg),
+                             "--port", str(port)],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 180
     while True:
@@ -65,6 +63,7 @@ def dagster_dev(tmp_path):
             proc.wait()
         log.close()
     assert proc.returncode is not None
+    assert (tmp_path / "state" / "dagster" / "dagster.yaml").exists()  # the instance persisted
 
 
 WORKSPACE = """
