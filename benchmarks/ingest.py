@@ -1,0 +1,253 @@
+"""Ingest throughput and memory of the real pipeline.
+
+    python -m benchmarks.ingest [DATASET_DIR] [--docs N] [--memory-docs 500] [--scale 10] [--out FILE.json]
+
+1. Throughput: a build of DATASET_DIR's ``corpus.jsonl`` (default SciFact; ``--docs N`` for its first
+   N documents) from an empty state, stage by stage exactly as ``pipeline.run_all`` runs them:
+   documents/s, chunks/s, wall and CPU seconds, peak resident memory per stage. In the same process,
+   right after the build, a bare ``SentenceTransformer.encode`` (separately loaded model, same batch
+   size) over the very texts the embed stage embedded: the embed stage's chunks/s divided by the bare
+   chunks/s is the efficiency of the platform's embedding path (goal >= 0.9).
+2. Memory flatness: a build of the first ``--memory-docs`` documents (1x) and of a synthetic corpus
+   ``--scale`` times larger made by recombining those documents' sentences (10x), each in a fresh
+   process; the ratio of their peak RSS (goal <= 1.5).
+
+Each build runs in its own subprocess so ``ru_maxrss`` is that build's own peak. ``--in-process``
+runs them in this process instead (for the smoke test; peaks are then sampled RSS, less exact).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import (RESULTS, SCIFACT, WORK, RssSampler, machine, make_settings, peak_rss_mb,
+                               print_table, read_jsonl, write_json)
+
+STAGES = ("scan", "parse", "chunk", "enrich", "embed", "index")
+_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+
+
+# ---- corpora ------------------------------------------------------------------------------------
+
+
+def write_slice(src: Path, dst: Path, docs: int | None) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(dst, "w", encoding="utf-8") as out:
+        for i, rec in enumerate(read_jsonl(src)):
+            if docs is not None and i >= docs:
+                break
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return dst
+
+
+def write_synthetic(src: Path, dst: Path, docs: int, seed: int = 13) -> Path:
+    """``docs`` documents made of sentences drawn at random from ``src``'s documents: each copies
+    the sentence count of a random real document (so lengths follow the real distribution) and takes
+    a real title with one word swapped out, so no text (hence no embedding) repeats by accident."""
+    rng = random.Random(seed)
+    recs = list(read_jsonl(src))
+    sentences = [s for r in recs for s in _SENT.split(r.get("text") or "") if s.strip()]
+    counts = [max(1, len(_SENT.split(r.get("text") or ""))) for r in recs]
+    titles = [r.get("title") or "" for r in recs]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(dst, "w", encoding="utf-8") as out:
+        for i in range(docs):
+            text = " ".join(rng.choice(sentences) for _ in range(rng.choice(counts)))
+            words = rng.choice(titles).split() or ["Untitled"]
+            words[rng.randrange(len(words))] = rng.choice(rng.choice(sentences).split() or ["x"])
+            out.write(json.dumps({"_id": f"syn-{i}", "title": " ".join(words), "text": text,
+                                  "metadata": {}}, ensure_ascii=False) + "\n")
+    return dst
+
+
+# ---- one build (runs in a child process by default) --------------------------------------------
+
+
+def build(corpus: Path, home: Path, bare: bool) -> dict:
+    """Every stage of ``run_all`` from an empty state, instrumented; optionally the bare encode."""
+    import shutil
+
+    from ingest_platform import pipeline
+    from ingest_platform.embedding import get_embedder
+
+    if home.exists():
+        shutil.rmtree(home)
+    settings = make_settings(home, corpus, "corpus")
+    e = settings.embedding
+    out: dict = {"corpus": str(corpus), "stages": {}}
+    t_all = time.perf_counter()
+    with RssSampler() as total:
+        t, c = time.perf_counter(), time.process_time()
+        # What the embed stage does first (get_embedder is cached per process); timed on its own so
+        # the embed stage's rate can be compared with and without it.
+        embedder = get_embedder(e.model, e.device, e.batch_size)
+        out["model_load"] = {"wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c}
+        steps = {
+            "scan": lambda: pipeline.scan(settings), "parse": lambda: pipeline.parse(settings),
+            "chunk": lambda: pipeline.chunk(settings), "enrich": lambda: pipeline.enrich(settings),
+            "embed": lambda: pipeline.embed(settings, embedder),
+            "index": lambda: pipeline.build_index(settings, embedder),
+        }
+        for name in STAGES:
+            with RssSampler() as stage_rss:
+                t, c = time.perf_counter(), time.process_time()
+                result = steps[name]()
+                wall, cpu = time.perf_counter() - t, time.process_time() - c
+            out["stages"][name] = {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": stage_rss.peak,
+                                   "summary": _summary(result)}
+        t = time.perf_counter()
+        pipeline.index_store(settings).promote(why="benchmark")
+        out["stages"]["promote"] = {"wall_s": time.perf_counter() - t}
+    out["build_wall_s"] = time.perf_counter() - t_all
+    out["peak_rss_sampled_mb"] = total.peak
+    out["peak_rss_mb"] = peak_rss_mb()
+    counts = out["stages"]["scan"]["summary"].get("counts", {})
+    out["documents"] = sum(v for k, v in counts.items() if k != "deleted")
+    out["chunks"] = out["stages"]["chunk"]["summary"]["rows"]
+    if bare:
+        out["bare_encode"] = bare_encode(settings)
+    return out
+
+
+def _summary(result) -> dict:
+    from dataclasses import asdict, is_dataclass
+
+    return {k: v for k, v in (asdict(result) if is_dataclass(result) else dict(result)).items()
+            if isinstance(v, (int, float, str, bool, dict)) and k != "failures"}
+
+
+def bare_encode(settings) -> dict:
+    """``SentenceTransformer.encode`` on the unique chunk texts the embed stage embedded, with a
+    separately loaded model and the same batch size: the floor the platform's embed stage is held to."""
+    from sentence_transformers import SentenceTransformer
+
+    from ingest_platform.models import resolve_model_path
+    from ingest_platform.pipeline import load_enriched
+
+    table = load_enriched(settings).select(["text", "text_sha256"])
+    unique: dict[str, str] = {}
+    for h, t in zip(table["text_sha256"].to_pylist(), table["text"].to_pylist()):
+        unique.setdefault(h, t)
+    texts = list(unique.values())
+    model = SentenceTransformer(resolve_model_path(settings.embedding.model), device=settings.embedding.device)
+    model.encode(texts[:8], batch_size=settings.embedding.batch_size)  # warm-up, as the stage's model had
+    t, c = time.perf_counter(), time.process_time()
+    model.encode(texts, batch_size=settings.embedding.batch_size, normalize_embeddings=True,
+                 convert_to_numpy=True, show_progress_bar=False)
+    return {"texts": len(texts), "wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c}
+
+
+def run_build(corpus: Path, home: Path, bare: bool, in_process: bool) -> dict:
+    if in_process:
+        return build(corpus, home, bare)
+    result = home.parent / f"{home.name}.result.json"
+    cmd = [sys.executable, "-m", "benchmarks.ingest", "--child", str(corpus), str(home), str(result)]
+    if bare:
+        cmd.append("--bare")
+    subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1])
+    return json.loads(result.read_text())
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+
+def stage_rows(b: dict) -> list[list]:
+    rows = []
+    for name in STAGES:
+        s = b["stages"][name]
+        docs = s["summary"].get("documents", s["summary"].get("parsed"))
+        chunks = {"chunk": s["summary"].get("rows"), "enrich": s["summary"].get("rows"),
+                  "embed": s["summary"].get("embedded"), "index": s["summary"].get("inserted")}.get(name)
+        if name == "scan":
+            docs = b["documents"]
+        rows.append([name, s["wall_s"], s["cpu_s"], docs, docs / s["wall_s"] if docs else None,
+                     chunks, chunks / s["wall_s"] if chunks else None, s["peak_rss_mb"]])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        corpus, home, result = Path(argv[1]), Path(argv[2]), Path(argv[3])
+        result.write_text(json.dumps(build(corpus, home, "--bare" in argv), default=str))
+        return {}
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.ingest", description=__doc__.split("\n\n")[0])
+    ap.add_argument("dataset", type=Path, nargs="?", default=SCIFACT, help="a BEIR folder (default: SciFact)")
+    ap.add_argument("--docs", type=int, help="throughput build on the first N documents only")
+    ap.add_argument("--memory-docs", type=int, default=500, help="documents of the 1x memory build (default 500)")
+    ap.add_argument("--scale", type=int, default=10, help="size of the synthetic build, in 1x builds (default 10)")
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--in-process", action="store_true", help="no subprocesses (smoke tests)")
+    ap.add_argument("--work", type=Path, default=WORK / "ingest")
+    ap.add_argument("--out", type=Path, default=RESULTS / "ingest.json")
+    args = ap.parse_args(argv)
+
+    src = args.dataset.resolve() / "corpus.jsonl"
+    work = args.work.resolve()
+    result: dict = {"dataset": str(args.dataset), "machine": machine()}
+
+    if not args.skip_throughput:
+        corpus = src if args.docs is None else write_slice(src, work / "corpora" / f"first-{args.docs}.jsonl", args.docs)
+        b = run_build(corpus, work / "throughput", bare=True, in_process=args.in_process)
+        emb = b["stages"]["embed"]
+        embedded = emb["summary"]["embedded"]
+        stage_rate = embedded / emb["wall_s"] if emb["wall_s"] else 0.0
+        stage_rate_with_load = embedded / (emb["wall_s"] + b["model_load"]["wall_s"])
+        bare_rate = b["bare_encode"]["texts"] / b["bare_encode"]["wall_s"]
+        b["embedding_efficiency"] = {
+            "stage_chunks_per_s": stage_rate, "bare_chunks_per_s": bare_rate,
+            "ratio": stage_rate / bare_rate,
+            "ratio_with_model_load": stage_rate_with_load / bare_rate,
+            "ratio_cpu_time": (b["bare_encode"]["cpu_s"] / b["bare_encode"]["texts"]) / (emb["cpu_s"] / embedded),
+        }
+        result["throughput"] = b
+        print_table(["stage", "wall s", "cpu s", "docs", "docs/s", "chunks", "chunks/s", "peak RSS MB"],
+                    stage_rows(b), title=f"Build of {b['documents']} documents, {b['chunks']} chunks: "
+                    f"{b['build_wall_s']:.1f}s, peak RSS {b['peak_rss_mb']:.0f} MB (model load "
+                    f"{b['model_load']['wall_s']:.1f}s)")
+        ee = b["embedding_efficiency"]
+        print_table(["embedding", "chunks/s", "ratio to bare"], [
+            ["embed stage (model loaded)", ee["stage_chunks_per_s"], ee["ratio"]],
+            ["embed stage + model load", stage_rate_with_load, ee["ratio_with_model_load"]],
+            ["bare SentenceTransformer.encode", ee["bare_chunks_per_s"], 1.0],
+            ["ratio of CPU seconds per chunk (bare / stage)", None, ee["ratio_cpu_time"]],
+        ], title="Embedding stage vs bare encode, same texts, same process, same run (goal >= 0.9)")
+
+    if not args.skip_memory:
+        base = write_slice(src, work / "corpora" / f"first-{args.memory_docs}.jsonl", args.memory_docs)
+        big = write_synthetic(base, work / "corpora" / f"synthetic-{args.scale}x{args.memory_docs}.jsonl",
+                              args.scale * args.memory_docs)
+        one = run_build(base, work / "memory-1x", bare=False, in_process=args.in_process)
+        many = run_build(big, work / f"memory-{args.scale}x", bare=False, in_process=args.in_process)
+        key = "peak_rss_sampled_mb" if args.in_process else "peak_rss_mb"
+        result["memory"] = {
+            "what": f"peak RSS of a build of the first {args.memory_docs} documents vs a synthetic corpus "
+                    f"{args.scale}x its size made of its sentences, each in {'this' if args.in_process else 'a fresh'} process",
+            "in_process": args.in_process,
+            "1x": {k: one[k] for k in ("documents", "chunks", "build_wall_s", "peak_rss_mb", "peak_rss_sampled_mb")},
+            f"{args.scale}x": {k: many[k] for k in ("documents", "chunks", "build_wall_s", "peak_rss_mb", "peak_rss_sampled_mb")},
+            "stage_peaks_mb": {"1x": {s: one["stages"][s]["peak_rss_mb"] for s in STAGES},
+                               f"{args.scale}x": {s: many["stages"][s]["peak_rss_mb"] for s in STAGES}},
+            "ratio": many[key] / one[key],
+        }
+        print_table(["build", "documents", "chunks", "wall s", "peak RSS MB"], [
+            ["1x", one["documents"], one["chunks"], one["build_wall_s"], one[key]],
+            [f"{args.scale}x synthetic", many["documents"], many["chunks"], many["build_wall_s"], many[key]],
+            [f"ratio (goal <= 1.5)", None, None, None, result["memory"]["ratio"]],
+        ], title="Memory flatness")
+        print_table(["stage", "1x peak MB", f"{args.scale}x peak MB"],
+                    [[s, one["stages"][s]["peak_rss_mb"], many["stages"][s]["peak_rss_mb"]] for s in STAGES])
+    write_json(args.out, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
