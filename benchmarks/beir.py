@@ -14,6 +14,7 @@ The work folder (default ``benchmarks/.work/beir-<dataset>``) is kept: a second 
 
 from __future__ import annotations
 
+import os
 import argparse
 import math
 import sys
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     refs = REFERENCES.get(name.lower(), {})
     result = {
-        "dataset": name, "dataset_dir": str(dataset), "split": args.split, "queries": len(qids),
+        "dataset": name, "dataset_dir": os.path.relpath(dataset), "split": args.split, "queries": len(qids),
         "modes": modes,
         "references": refs,
         "settings": {"chunking": settings.chunking.model_dump(), "query": settings.query.model_dump(),

@@ -12,6 +12,7 @@ text unchanged costs no embedding). Goals: no-op <= 5%, 1% run <= 8% of the full
 
 from __future__ import annotations
 
+import os
 import argparse
 import json
 import random
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
             row("no-op", noop, 0),
             row(f"{len(changed)} docs changed ({args.fraction:.0%})", partial, expect["new_texts"])]
     goals = {"no-op": 0.05, "changed": 0.08}
-    result = {"dataset": str(args.dataset), "documents": docs, "chunks": full["stages"]["index"]["rows"],
+    result = {"dataset": os.path.relpath(args.dataset), "documents": docs, "chunks": full["stages"]["index"]["rows"],
               "changed_docs": len(changed), "changed_docs_chunks": expect["changed_docs_chunks"],
               "runs": runs, "goals": goals,
               "goals_met": {"no-op": runs[1]["fraction_of_full"] <= 0.05 and runs[1]["embedded"] == 0,

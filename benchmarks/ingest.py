@@ -18,6 +18,7 @@ runs them in this process instead (for the smoke test; peaks are then sampled RS
 
 from __future__ import annotations
 
+import os
 import argparse
 import json
 import random
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     src = args.dataset.resolve() / "corpus.jsonl"
     work = args.work.resolve()
-    result: dict = {"dataset": str(args.dataset), "machine": machine()}
+    result: dict = {"dataset": os.path.relpath(args.dataset), "machine": machine()}
 
     if not args.skip_throughput:
         corpus = src if args.docs is None else write_slice(src, work / "corpora" / f"first-{args.docs}.jsonl", args.docs)
