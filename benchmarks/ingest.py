@@ -1,6 +1,6 @@
 """Ingest throughput and memory of the real pipeline.
 
-    python -m benchmarks.ingest [DATASET_DIR] [--docs N] [--memory-docs 500] [--scale 10] [--out FILE.json]
+    python -m benchmarks.ingest [DATASET_DIR] [--docs N] [--memory-docs N] [--scale 10] [--out FILE.json]
 
 1. Throughput: a build of DATASET_DIR's ``corpus.jsonl`` (default SciFact; ``--docs N`` for its first
    N documents) from an empty state, stage by stage exactly as ``pipeline.run_all`` runs them:
@@ -8,9 +8,10 @@
    right after the build, a bare ``SentenceTransformer.encode`` (separately loaded model, same batch
    size) over the very texts the embed stage embedded: the embed stage's chunks/s divided by the bare
    chunks/s is the efficiency of the platform's embedding path (goal >= 0.9).
-2. Memory flatness: a build of the first ``--memory-docs`` documents (1x) and of a synthetic corpus
-   ``--scale`` times larger made by recombining those documents' sentences (10x), each in a fresh
-   process; the ratio of their peak RSS (goal <= 1.5).
+2. Memory flatness: the peak RSS of a build of a synthetic corpus ``--scale`` times the dataset's
+   size, made by recombining its documents' sentences (10x), over that of the throughput build
+   (1x; goal <= 1.5). ``--memory-docs N`` makes the 1x build the first N documents instead (a
+   quicker, smaller comparison).
 
 Each build runs in its own subprocess so ``ru_maxrss`` is that build's own peak. ``--in-process``
 runs them in this process instead (for the smoke test; peaks are then sampled RSS, less exact).
@@ -82,7 +83,7 @@ def build(corpus: Path, home: Path, bare: bool) -> dict:
         shutil.rmtree(home)
     settings = make_settings(home, corpus, "corpus")
     e = settings.embedding
-    out: dict = {"corpus": str(corpus), "stages": {}}
+    out: dict = {"corpus": os.path.relpath(corpus), "stages": {}}
     t_all = time.perf_counter()
     with RssSampler() as total:
         t, c = time.perf_counter(), time.process_time()
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.ingest", description=__doc__.split("\n\n")[0])
     ap.add_argument("dataset", type=Path, nargs="?", default=SCIFACT, help="a BEIR folder (default: SciFact)")
     ap.add_argument("--docs", type=int, help="throughput build on the first N documents only")
-    ap.add_argument("--memory-docs", type=int, default=500, help="documents of the 1x memory build (default 500)")
+    ap.add_argument("--memory-docs", type=int, help="1x memory build on the first N documents (default: the throughput build)")
     ap.add_argument("--scale", type=int, default=10, help="size of the synthetic build, in 1x builds (default 10)")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
@@ -223,15 +224,19 @@ def main(argv: list[str] | None = None) -> dict:
         ], title="Embedding stage vs bare encode, same texts, same process, same run (goal >= 0.9)")
 
     if not args.skip_memory:
-        base = write_slice(src, work / "corpora" / f"first-{args.memory_docs}.jsonl", args.memory_docs)
-        big = write_synthetic(base, work / "corpora" / f"synthetic-{args.scale}x{args.memory_docs}.jsonl",
-                              args.scale * args.memory_docs)
-        one = run_build(base, work / "memory-1x", bare=False, in_process=args.in_process)
+        if args.memory_docs is None:
+            base = src if args.docs is None else work / "corpora" / f"first-{args.docs}.jsonl"
+            one = result.get("throughput") or run_build(base, work / "throughput", bare=False, in_process=args.in_process)
+        else:
+            base = write_slice(src, work / "corpora" / f"first-{args.memory_docs}.jsonl", args.memory_docs)
+            one = run_build(base, work / "memory-1x", bare=False, in_process=args.in_process)
+        big = write_synthetic(base, work / "corpora" / f"synthetic-{args.scale}x-{one['documents']}.jsonl",
+                              args.scale * one["documents"])
         many = run_build(big, work / f"memory-{args.scale}x", bare=False, in_process=args.in_process)
         key = "peak_rss_sampled_mb" if args.in_process else "peak_rss_mb"
         result["memory"] = {
-            "what": f"peak RSS of a build of the first {args.memory_docs} documents vs a synthetic corpus "
-                    f"{args.scale}x its size made of its sentences, each in {'this' if args.in_process else 'a fresh'} process",
+            "what": f"peak RSS of a build of {one['documents']} documents of {result['dataset']} vs a synthetic "
+                    f"corpus {args.scale}x its size made of its sentences, each in {'this' if args.in_process else 'a fresh'} process",
             "in_process": args.in_process,
             "1x": {k: one[k] for k in ("documents", "chunks", "build_wall_s", "peak_rss_mb", "peak_rss_sampled_mb")},
             f"{args.scale}x": {k: many[k] for k in ("documents", "chunks", "build_wall_s", "peak_rss_mb", "peak_rss_sampled_mb")},
