@@ -83,6 +83,38 @@ def test_incremental_reembeds_exactly_the_changed_chunks(mini, tmp_path):
     assert changed["embedded"] == changed["expected_embedded"] > 0 and changed["upserted_docs"] == 2
 
 
+def test_ablations_score_the_shipped_default_and_every_variant(tmp_path, capsys):
+    from benchmarks import ablations
+    from benchmarks.common import slice_beir
+
+    # Ablations refuse the test split, so this slice is of train.
+    train = slice_beir(need(SCIFACT), tmp_path / "mini-train", docs=20, queries=5, split="train")
+    out = tmp_path / "ablations.json"
+    ablations.main([str(train), "--limit-queries", "3", "--work", str(tmp_path / "w"), "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["split"] == "train" and result["queries"] == 3 and result["baseline"] == "shipped"
+    variants = {v["variant"]: v for v in result["variants"]}
+    assert set(variants) == set(ablations.VARIANTS)
+    assert variants["shipped"]["params"] == {"fusion": "zscore", "vector_weight": 0.6, "keyword_weight": 0.4,
+                                             "depth": 200}
+    for v in variants.values():
+        assert v["grid"] and v["params"] in [g["params"] for g in v["grid"]]
+        for name in ("ndcg@10", "recall@100", "mrr@10"):
+            assert 0.0 <= v[name] <= 1.0
+        assert v["delta_ndcg@10"] == pytest.approx(v["ndcg@10"] - variants["shipped"]["ndcg@10"])
+    assert not result["dataset_dir"].startswith("/")
+    # The embeddings it computed are cached: a second run embeds nothing and scores the same.
+    capsys.readouterr()
+    again = ablations.main([str(train), "--limit-queries", "3", "--work", str(tmp_path / "w"), "--out", str(out),
+                            "--variants", "title_prefixed,title_vector"])
+    assert "embedding" not in capsys.readouterr().out
+    again = {v["variant"]: v for v in again["variants"]}
+    assert set(again) == {"shipped", "title_prefixed", "title_vector"}
+    assert all(again[v]["grid"] == variants[v]["grid"] for v in again)
+    with pytest.raises(SystemExit):
+        ablations.main([str(train), "--split", "test", "--out", str(out)])
+
+
 def test_ingest_reports_stages_efficiency_and_memory(mini, tmp_path):
     from benchmarks import ingest
 
