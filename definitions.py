@@ -55,6 +55,12 @@ telemetry:
   enabled: false
 run_queue:
   max_concurrent_runs: 1
+# The platform's own log lines (progress of parsing and embedding, stage summaries) go to the
+# run's event log, so the UI shows them beside Dagster's.
+python_logs:
+  python_log_level: INFO
+  managed_python_loggers:
+    - ingest_platform
 """
 
 
@@ -63,7 +69,9 @@ def instance_for(home: Path) -> dg.DagsterInstance:
     dagster_home = Path(home).resolve() / "dagster"
     dagster_home.mkdir(parents=True, exist_ok=True)
     cfg = dagster_home / "dagster.yaml"
-    if not cfg.exists():
+    current = cfg.read_text() if cfg.exists() else None
+    # Written by an older version of the platform: brought up to date. One a person wrote: kept.
+    if current is None or (current != DAGSTER_YAML and current.startswith("# Written by ingest-platform")):
         cfg.write_text(DAGSTER_YAML)
     return dg.DagsterInstance.from_config(str(dagster_home))
 

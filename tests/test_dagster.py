@@ -50,6 +50,29 @@ def test_materialize_builds_checks_and_promotes(tmp_path):
         assert mats["candidate_index"].metadata["new_version_written"].value is False
 
 
+def test_platform_progress_reaches_the_run_log(tmp_path):
+    root = make_corpus(tmp_path / "src")
+    s = make_settings(tmp_path, root)
+    cfg = write_config(tmp_path, root)
+    instance = definitions.instance_for(s.home)
+    result = execute_run(config_file=str(cfg), instance=instance)
+    assert result.success
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any(m.startswith("parsing: 4/4") for m in messages), messages
+    assert any(m.startswith("embedding: ") for m in messages)
+
+
+def test_instance_config_is_updated_when_ours_and_kept_when_not(tmp_path):
+    cfg = tmp_path / "dagster" / "dagster.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text("# Written by ingest-platform. An older version.\ntelemetry:\n  enabled: false\n")
+    definitions.instance_for(tmp_path)
+    assert cfg.read_text() == definitions.DAGSTER_YAML
+    cfg.write_text("telemetry:\n  enabled: false\n")  # a file someone wrote
+    definitions.instance_for(tmp_path)
+    assert cfg.read_text() == "telemetry:\n  enabled: false\n"
+
+
 def test_failing_blocking_check_stops_promotion(tmp_path):
     root = make_corpus(tmp_path / "src")
     s = make_settings(tmp_path, root)
