@@ -66,10 +66,10 @@ class Embedder:
         return out
 
     def encode_query(self, text: str) -> np.ndarray:
-        """One query, on one torch thread. A short text gains nothing from more, and on a small
-        machine whose cores LanceDB's threads also use, torch's spinning OpenMP workers stalled
-        query embedding for ~0.5 s at the 95th percentile (p95 ~550 ms vs ~40 ms on one thread,
-        2 cores: see benchmarks/README.md). The lock serialises encodes, so the switch is safe."""
+        """One query, on one torch thread. A short text gains little from more, and on a small
+        machine whose cores LanceDB's threads also use, torch's spinning OpenMP workers stall
+        some queries badly (2 cores, a busy run: p99 208 ms on two threads vs 39 ms on one; see
+        benchmarks/README.md, "Query latency"). The lock serialises encodes, so the switch is safe."""
         import torch
 
         with self._lock:
@@ -173,7 +173,7 @@ def embed_missing(
     # run keeps what it embedded.
     todo = sorted((h for h in unique if h not in known), key=lambda h: -len(unique[h]))
     started = time.perf_counter()
-    report = Progress("embedding", len(todo), progress)
+    report = Progress("embedding", len(todo), progress, unit="chunk")
     for start in range(0, len(todo), SAVE_EVERY):
         part = todo[start : start + SAVE_EVERY]
         vectors = embedder.encode([unique[h] for h in part], progress=report)

@@ -198,7 +198,7 @@ def _parse_todo(settings, todo, fp, elements, failures, summary, progress, Parse
     batch: list[pa.Table] = []
     fail_rows: list[dict] = []
     jobs, ready = [], []
-    report = Progress("parsing", len(wanted), progress)
+    report = Progress("parsing", len(wanted), progress, unit="doc")
     limit = settings.parsing.max_file_bytes
     for doc_id, h in wanted.items():
         row, item = todo[h], items.get(doc_id)

@@ -17,14 +17,14 @@ def enable_bars(on: bool = True) -> None:
 
 
 class Progress:
-    def __init__(self, label: str, total: int, extra=None):
+    def __init__(self, label: str, total: int, extra=None, unit: str = "item"):
         self.label, self.total, self.done, self._next = label, total, 0, max(1, total // 10)
         self._extra = extra  # another callback to feed, e.g. a Dagster context logger
         self._bar = None
         if _bars and total:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=label, unit="doc" if "pars" in label else "chunk",
+            self._bar = tqdm(total=total, desc=label, unit=unit,
                              file=sys.stderr, leave=False, dynamic_ncols=True)
 
     def __call__(self, n: int = 1) -> None:
