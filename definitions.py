@@ -14,17 +14,35 @@ import dagster as dg
 
 from assets.automation import build_automation
 from assets.evaluation import index_eval
-from assets.index import candidate_index, embeddings, production_index
+from assets.index import candidate_index, embeddings, production_index, production_revocations
 from assets.ingest import chunks, document_manifest, enriched_chunks, parsed_documents
+from assets.serving import review_queue
+from checks.document_checks import DOCUMENT_CHECKS
 from checks.eval_checks import eval_gate
 from checks.freshness_checks import FRESHNESS_CHECKS, freshness_job, freshness_schedule
+from checks.guardrail_checks import GUARDRAIL_CHECKS
+from checks.monitoring_checks import MONITORING_CHECKS, build_review_schedule, production_loop_job
 from checks.quality_checks import QUALITY_CHECKS
+from checks.safety_checks import SAFETY_CHECKS
 from resources import build_resources
 
-ASSETS = [document_manifest, parsed_documents, chunks, enriched_chunks, embeddings, candidate_index, index_eval,
-          production_index]
+
+@dg.success_hook(name="record_complete_run", required_resource_keys={"platform"})
+def record_complete_run(context: dg.HookContext) -> None:
+    """The run got through promotion: remember the state it left, so the next run over the same
+    state is a no-op that materializes nothing (``ingest_platform.completion``)."""
+    from ingest_platform import completion
+
+    completion.record_complete(context.resources.platform.get(), context.run_id)
+
+
+ASSETS = [document_manifest, production_revocations, parsed_documents, chunks, enriched_chunks, embeddings,
+          candidate_index, index_eval, production_index.with_hooks({record_complete_run})]
 # The checks a pipeline run executes (freshness checks run in ``freshness_job`` between runs).
-CHECKS = [*QUALITY_CHECKS, eval_gate]
+CHECKS = [*QUALITY_CHECKS, *DOCUMENT_CHECKS, *SAFETY_CHECKS, *GUARDRAIL_CHECKS, eval_gate]
+# The production loop (review sample + monitoring checks over query traces): its own daily job,
+# never part of a pipeline run.
+SERVING_ASSETS = [review_queue]
 
 index_job = dg.define_asset_job(
     "index_job",
@@ -38,13 +56,19 @@ index_job = dg.define_asset_job(
 
 source_change_sensor, hourly_reindex = build_automation(index_job, os.environ.get("INGEST_PLATFORM_CONFIG"))
 
+daily_review = build_review_schedule(os.environ.get("INGEST_PLATFORM_CONFIG"))
+
 defs = dg.Definitions(
-    assets=ASSETS,
-    asset_checks=[*CHECKS, *FRESHNESS_CHECKS],
-    jobs=[index_job, freshness_job],
-    schedules=[hourly_reindex, freshness_schedule],
+    assets=[*ASSETS, *SERVING_ASSETS],
+    asset_checks=[*CHECKS, *FRESHNESS_CHECKS, *MONITORING_CHECKS],
+    jobs=[index_job, freshness_job, production_loop_job],
+    schedules=[hourly_reindex, freshness_schedule, daily_review],
     sensors=[source_change_sensor],
     resources=build_resources(os.environ.get("INGEST_PLATFORM_CONFIG")),
+    # The UI's "Materialize all" (and any asset selection) runs the implicit asset job; with the
+    # multiprocess default it took one process per step, each loading the model: 2:55 for a no-op
+    # that index_job does in 0:16. In-process everywhere, so every button is the same run.
+    executor=dg.in_process_executor,
 )
 
 
@@ -66,32 +90,46 @@ python_logs:
 
 def instance_for(home: Path) -> dg.DagsterInstance:
     """A persistent Dagster instance under the state directory (run history, check results)."""
+    from ingest_platform.locking import file_lock
+    from ingest_platform.storage import atomic_write_text
+
     dagster_home = Path(home).resolve() / "dagster"
     dagster_home.mkdir(parents=True, exist_ok=True)
     cfg = dagster_home / "dagster.yaml"
-    current = cfg.read_text() if cfg.exists() else None
-    # Written by an older version of the platform: brought up to date. One a person wrote: kept.
-    if current is None or (current != DAGSTER_YAML and current.startswith("# Written by ingest-platform")):
-        cfg.write_text(DAGSTER_YAML)
-    return dg.DagsterInstance.from_config(str(dagster_home))
+    # Two processes creating the SQLite storage at once once left it with two schema heads for
+    # good: creation (and migration) happens under a lock, one process at a time.
+    with file_lock(dagster_home / ".create.lock"):
+        current = cfg.read_text() if cfg.exists() else None
+        # Written by an older version of the platform: brought up to date. One a person wrote: kept.
+        if current is None or (current != DAGSTER_YAML and current.startswith("# Written by ingest-platform")):
+            atomic_write_text(DAGSTER_YAML, cfg)
+        instance = dg.DagsterInstance.from_config(str(dagster_home))
+        instance.get_runs(limit=1)  # opens (and creates) the run storage now, under the lock
+        return instance
 
 
 def execute_run(*, config_file: str | None = None, home: str | None = None, overrides: dict | None = None,
                 instance: dg.DagsterInstance | None = None, extra_checks: list | None = None,
-                raise_on_error: bool = False) -> dg.ExecuteInProcessResult:
-    """Materialize every asset and check in this process (what ``ingest-platform run`` does).
-    ``overrides`` replace top-level settings for this run (``sources`` may be plain paths)."""
+                raise_on_error: bool = False, lock_wait_s: float = 0.0) -> dg.ExecuteInProcessResult:
+    """Run ``index_job`` in this process (what ``ingest-platform run`` does): the same job, with the
+    same assets and checks, that the UI, the sensor and the schedule launch, so the CLI's runs are
+    listed on the job's page in the UI. ``overrides`` replace top-level settings for this run
+    (``sources`` may be plain paths); ``extra_checks`` (tests) join the job's checks. Holds the
+    home's writer lock for the whole run (``HomeLocked`` if another writer has it and does not
+    finish within ``lock_wait_s``)."""
     from ingest_platform.config import load_settings
+    from ingest_platform.locking import writer_lock
 
     settings = load_settings(config_file, home=home)
-    resources = build_resources(config_file, str(settings.home), overrides)
-    return dg.materialize(
-        [*ASSETS, *CHECKS, *(extra_checks or [])],
-        resources=resources,
-        instance=instance or instance_for(settings.home),
-        raise_on_error=raise_on_error,
-        tags={"ingest_platform/trigger": "cli"},
-    )
+    with writer_lock(settings.home, what="run", wait_s=lock_wait_s):
+        job = dg.Definitions(
+            assets=ASSETS, asset_checks=[*CHECKS, *FRESHNESS_CHECKS, *(extra_checks or [])], jobs=[index_job],
+            resources=build_resources(config_file, str(settings.home), overrides), executor=dg.in_process_executor,
+        ).resolve_job_def(index_job.name)
+        return job.execute_in_process(
+            instance=instance or instance_for(settings.home), raise_on_error=raise_on_error,
+            tags={"ingest_platform/trigger": "cli"},
+        )
 
 
 def execute_freshness(*, config_file: str | None = None, home: str | None = None,
@@ -106,3 +144,16 @@ def execute_freshness(*, config_file: str | None = None, home: str | None = None
     ).resolve_job_def("freshness_job")
     return job.execute_in_process(instance=instance or instance_for(settings.home), raise_on_error=raise_on_error,
                                   tags={"ingest_platform/trigger": "cli"})
+
+
+def execute_review(*, config_file: str | None = None, home: str | None = None,
+                   instance: dg.DagsterInstance | None = None, raise_on_error: bool = False) -> dg.ExecuteInProcessResult:
+    """Run ``production_loop_job`` (the review sample and the monitoring checks) in this process."""
+    from ingest_platform.config import load_settings
+
+    settings = load_settings(config_file, home=home)
+    return dg.materialize(
+        [*SERVING_ASSETS, *MONITORING_CHECKS], resources=build_resources(config_file, str(settings.home)),
+        instance=instance or instance_for(settings.home), raise_on_error=raise_on_error,
+        tags={"ingest_platform/trigger": "cli"},
+    )

@@ -25,10 +25,11 @@ def build_automation(index_job, config_file: str | None = None):
                     "with the manifest of the last run, and requests one run per distinct change set.",
     )
     def source_change_sensor(context: dg.SensorEvaluationContext, platform: PlatformSettings):
-        active = context.instance.get_runs(
-            filters=dg.RunsFilter(job_name=index_job.name, statuses=list(ACTIVE)), limit=1)
+        # Any job: "Materialize all" in the UI runs the implicit asset job, which writes the same
+        # state as index_job; a run requested beside it would only queue behind it.
+        active = context.instance.get_runs(filters=dg.RunsFilter(statuses=list(ACTIVE)), limit=1)
         if active:
-            return dg.SkipReason(f"run {active[0].run_id} of {index_job.name} is in progress")
+            return dg.SkipReason(f"run {active[0].run_id} of {active[0].job_name} is in progress")
         changes = pending_changes(platform.get())
         if changes.count == 0:
             return dg.SkipReason(f"no source changes ({changes.hashed} files re-hashed)"

@@ -3,13 +3,15 @@
 
 import dagster as dg
 
-from ingest_platform import gates, pipeline
+from ingest_platform import changes, gates, pipeline, promotion
+from ingest_platform.errors import PromotionRefused
 from ingest_platform.index import CANDIDATE, PRODUCTION
 from ingest_platform.reporting import md_table
 from resources import EmbedderResource, IndexStoreResource, PlatformSettings
 
+from . import metadata as meta
 from .evaluation import index_eval
-from .ingest import enriched_chunks
+from .ingest import document_manifest, enriched_chunks
 
 GROUP = "index"
 
@@ -20,36 +22,74 @@ def embeddings(context: dg.AssetExecutionContext, platform: PlatformSettings, em
     never embedded again."""
     stats = pipeline.embed(platform.get(), embedder.embedder)
     return dg.MaterializeResult(metadata={
-        "model": stats.model_id, "chunks": stats.chunks, "unique_texts": stats.unique_texts,
-        "embedded": stats.embedded, "cache_hits": stats.cache_hits,
-        "cache_hit_rate": round(stats.hit_rate, 4), "seconds": round(stats.seconds, 3),
-        "chunks_per_s": round(stats.chunks_per_s, 1),
+        "model": meta.text(stats.model_id), "chunks": stats.chunks, "unique_texts": stats.unique_texts,
+        "chunks_embedded": stats.embedded, "cache_hits": stats.cache_hits,
+        "cache_hit_percent": round(100 * stats.hit_rate, 2), "seconds": round(stats.seconds, 3),
+        "chunks_per_second": round(stats.chunks_per_s, 1),
     })
 
 
-@dg.asset(group_name=GROUP, deps=[embeddings], kinds={"lancedb"})
+@dg.asset(group_name=GROUP, deps=[document_manifest], kinds={"lancedb"})
+def production_revocations(context: dg.AssetExecutionContext, platform: PlatformSettings,
+                           index_store: IndexStoreResource) -> dg.MaterializeResult:
+    """The security fast path: documents deleted from their source and access groups revoked by a
+    sidecar or rule leave the production version in this run, whatever the quality gates decide
+    later (removing rows or narrowing groups cannot make the index worse for anyone still entitled
+    to them). Also purges old versions that hold revoked text once their retention has passed."""
+    s = platform.get()
+    result = promotion.apply_revocations(s, why=f"pipeline run {context.run_id}", who="dagster",
+                                         store=index_store.store)
+    purged = promotion.purge_revoked(s, store=index_store.store)
+    hold = promotion.hold_report(s)
+    meta: dict = {
+        "applied": result is not None,
+        "documents_deleted_from_production": len(result.deleted) if result else 0,
+        "documents_narrowed_in_production": len(result.narrowed) if result else 0,
+        "versions_pruned": purged["versions_pruned"],
+        "deletions_held": len(hold["documents"]) if hold else 0,
+    }
+    if result:
+        context.log.warning(f"production v{result.from_version} -> v{result.to_version}: removed "
+                            f"{result.deleted[:20]}, narrowed {sorted(result.narrowed)[:20]}")
+        meta["production_version"] = result.to_version
+        meta["changed_documents"] = dg.MetadataValue.md(md_table(
+            [{"document": d, "change": "deleted"} for d in result.deleted]
+            + [{"document": d, "change": f"groups narrowed to {g or 'none'}"} for d, g in sorted(result.narrowed.items())]))
+    if hold:
+        context.log.warning(f"deletion of {len(hold['documents'])} documents held until "
+                            "`ingest-platform promote --confirm-deletions`")
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(group_name=GROUP, deps=[embeddings, production_revocations], kinds={"lancedb"})
 def candidate_index(context: dg.AssetExecutionContext, platform: PlatformSettings,
                     embedder: EmbedderResource, index_store: IndexStoreResource) -> dg.MaterializeResult:
     """The LanceDB chunks table synced to the enriched chunks (only changed documents touched, one
     commit), optimized so the BM25 and scalar indexes cover every row, tagged ``candidate``."""
-    result = pipeline.build_index(platform.get(), embedder.embedder)
+    s = platform.get()
+    before = changes.index_texts(index_store.store)
+    result = pipeline.build_index(s, embedder.embedder)
     if not result.wrote:
         context.log.info(f"index unchanged at version {result.version}: no new version written")
+    diff = changes.chunk_changes(before, changes.index_texts(index_store.store)) if result.wrote else []
     return dg.MaterializeResult(metadata={
-        "version": result.version, "rows": result.rows, "new_version_written": result.wrote,
+        "version": meta.text(result.version), "rows": result.rows, "new_version_written": result.wrote,
+        "changes": meta.table([c.to_dict() for c in diff], meta.CHANGE_COLUMNS[:2] + meta.CHUNK_COLUMNS),
         "documents_upserted": result.upserted_docs, "documents_deleted": result.deleted_docs,
         "rows_inserted": result.inserted, "rows_updated": result.updated, "rows_deleted": result.deleted,
         "rebuilt": result.rebuilt, "seconds": round(result.seconds, 3),
-        "tags": dg.MetadataValue.md(md_table([{"tag": k, "version": v} for k, v in sorted(index_store.store.tags().items())])),
+        "tags": meta.table([{"tag": k, "version": v} for k, v in sorted(index_store.store.tags().items())],
+                           [("tag", "string", "a name readers use"), ("version", "int", "LanceDB table version")]),
     })
 
 
 @dg.asset(group_name=GROUP, deps=[candidate_index, index_eval], kinds={"lancedb"})
 def production_index(context: dg.AssetExecutionContext, platform: PlatformSettings,
                      index_store: IndexStoreResource) -> dg.MaterializeResult:
-    """Moves the ``production`` tag to the candidate version. Runs only after the candidate's
-    blocking checks passed in this run, and re-verifies their recorded verdicts for that exact
-    version, so materializing it on its own cannot promote an unchecked index."""
+    """Moves the ``production`` tag to the candidate version through the one promotion door
+    (``ingest_platform.promotion.promote``), which re-verifies every gate the settings require for
+    that exact version, so materializing this on its own cannot promote an unchecked index."""
+    s = platform.get()
     store = index_store.store
     tags = store.tags()
     candidate = tags[CANDIDATE]
@@ -57,10 +97,10 @@ def production_index(context: dg.AssetExecutionContext, platform: PlatformSettin
         return dg.MaterializeResult(metadata={"version": candidate, "promoted": False,
                                               "reason": "candidate is already production"})
     try:
-        passed = gates.require_passed(platform.get().state, candidate)
-    except gates.GateError as exc:
+        event = promotion.promote(s, candidate, why=f"pipeline run {context.run_id}", who="dagster", store=store)
+    except PromotionRefused as exc:
         raise dg.Failure(description=str(exc)) from exc
-    event = store.promote(candidate, why=f"pipeline run {context.run_id}", who="dagster")
+    passed = gates.results(s.state, candidate)
     return dg.MaterializeResult(metadata={
         "version": event.to_version, "previous_version": event.from_version, "promoted": True,
         "gates": dg.MetadataValue.md(md_table([{"check": k, "passed": v["passed"]} for k, v in sorted(passed.items())])),

@@ -19,11 +19,23 @@ Per query (SciFact test queries, k=10), interleaved so machine noise hits all al
 Overhead = p50 of the query function / p50 of (embedding + bare calls) - 1 (per query sums; the
 query function runs BM25 beside the embedding and vector search in hybrid mode, so it can be below). Then 4 concurrent
 clients (threads sharing one Retriever, as a web server would) for each mode: p50/p95/p99 and QPS.
+
+Before that, on the SciFact index (issue 16, "20 ms hybrid queries"):
+  * agreement: every SciFact query (train and test) embedded by the torch and the ONNX Runtime
+    query encoder (``ingest_platform/query_encoder.py``); min and mean cosine (the bar: >= 0.999);
+  * serving configurations, interleaved per query: ``Retriever.search(q, 10)`` with each query
+    encoder (torch, onnx), each vector candidate depth of hybrid mode (``[query] vector_candidates``),
+    and, for the ONNX encoder, the bare calls the function makes (encode, vector search, BM25 at the
+    same depths, same ACL prefilter) to give the function's overhead. Each row has p50/p95/p99 and
+    the nDCG@10 of the same calls (documents ranked by their best chunk among the 10 hits), so a
+    faster row that retrieves worse shows it. The encoders' memo of recent texts is off: every call
+    embeds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import statistics
@@ -64,6 +76,7 @@ def synthetic_index(home: Path, chunks: int, corpus: Path, seed: int = 3):
     import pyarrow as pa
 
     from ingest_platform.embedding import get_embedder
+    from ingest_platform import promotion
     from ingest_platform.index import IndexStore
     from ingest_platform.schemas import ENRICHED
 
@@ -102,7 +115,7 @@ def synthetic_index(home: Path, chunks: int, corpus: Path, seed: int = 3):
 
     store.sync(table, vectors_for, dim=384, model_id=model.model_id, model_spec=settings.embedding.model,
                vector_index_min_rows=settings.index.vector_index_min_rows)
-    store.promote(why="synthetic benchmark index")
+    promotion.promote(settings, why="synthetic benchmark index", force_reason="benchmark index: timed, not served")
     return settings, time.perf_counter() - started
 
 
@@ -116,6 +129,7 @@ def measure(settings, texts: list[str], k: int, clients: int, repeat_concurrent:
     q = settings.query
     retriever = Retriever(settings=settings, cache_size=0)
     pinned = retriever._pin()
+    retriever._encoder(pinned).memo_size = 0  # every call embeds, as the bare calls do
     table = pinned.table
     embedder = get_embedder(pinned.model_spec, settings.embedding.device)
     model = embedder._model
@@ -227,6 +241,103 @@ def measure(settings, texts: list[str], k: int, clients: int, repeat_concurrent:
     return out
 
 
+def agreement(settings, texts: list[str]) -> dict:
+    """Cosine between the torch and the ONNX query encoders' vectors of ``texts``."""
+    from ingest_platform.query_encoder import get_query_encoder
+
+    model = settings.embedding.model
+    torch_enc = get_query_encoder(model, "cpu", "torch")
+    onnx_enc = get_query_encoder(model, "cpu", "onnx", str(settings.state / "models"))
+    cos = np.array([float(torch_enc._encode(t) @ onnx_enc._encode(t)) for t in texts])
+    return {"queries": len(texts), "cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
+            "cosine_p01": float(np.percentile(cos, 1)), "passes_0_999": bool(cos.min() >= 0.999)}
+
+
+def compare_configs(settings, texts: list[str], qids: list[str], qrels: dict, k: int, depths: list[int],
+                    name: str) -> dict:
+    """p50/p95/p99 and nDCG@10 per serving configuration, interleaved per query; see the docstring."""
+    from benchmarks.beir import ndcg_at
+    from ingest_platform.query import _RESULT_COLUMNS, Retriever, access_filter, keyword_query
+
+    def retriever(encoder: str, vector_depth: int | None, mode: str = "hybrid"):
+        q = settings.query.model_copy(update={"encoder": encoder, "vector_candidates": vector_depth})
+        r = Retriever(settings=settings.model_copy(update={"query": q}), cache_size=0)
+        r._encoder(r._pin()).memo_size = 0
+        return r, mode
+
+    configs: dict[str, tuple] = {}
+    for encoder in ("torch", "onnx"):
+        configs[f"hybrid, {encoder}, vector depth {settings.query.candidates}"] = retriever(encoder, None)
+    for depth in depths:
+        if depth != settings.query.candidates:
+            configs[f"hybrid, onnx, vector depth {depth}"] = retriever("onnx", depth)
+    configs["vector, onnx"] = retriever("onnx", None, "vector")
+    configs["keyword"] = retriever("onnx", None, "keyword")
+    pinned = next(iter(configs.values()))[0]._pin()
+    table = pinned.table
+    onnx = configs["vector, onnx"][0]._encoder(pinned)
+    where = access_filter(("public",))
+    full = settings.query.candidates
+
+    def bare(text: str, vector_depth: int) -> float:
+        """What the hybrid function calls, one after the other: encode, vector search, BM25."""
+        t = time.perf_counter()
+        vec = onnx._encode(text)
+        (table.search(vec, vector_column_name="vector").distance_type("cosine").where(where, prefilter=True)
+         .select([*_RESULT_COLUMNS, "_distance"]).limit(vector_depth).to_arrow())
+        try:
+            (table.search(keyword_query(text), query_type="fts").where(where, prefilter=True)
+             .select([*_RESULT_COLUMNS, "_score"]).limit(full).to_arrow())
+        except ValueError:
+            pass
+        return (time.perf_counter() - t) * 1000
+
+    prefix = f"{name}:"
+    for text in texts[:5]:  # warm-up
+        for r, mode in configs.values():
+            r.search(text, k, mode=mode)
+        bare(text, full)
+    ms: dict[str, list[float]] = {c: [] for c in configs}
+    ndcg: dict[str, list[float]] = {c: [] for c in configs}
+    bare_ms: dict[int, list[float]] = {d: [] for d in sorted({full, *depths})}
+    names = list(configs) + [f"bare@{d}" for d in bare_ms]
+    for i, (qid, text) in enumerate(zip(qids, texts)):
+        for what in names[i % len(names):] + names[: i % len(names)]:
+            if what.startswith("bare@"):
+                bare_ms[int(what[5:])].append(bare(text, int(what[5:])))
+                continue
+            r, mode = configs[what]
+            t = time.perf_counter()
+            result = r.search(text, k, mode=mode)
+            ms[what].append((time.perf_counter() - t) * 1000)
+            docs = list(dict.fromkeys(h.doc_id.removeprefix(prefix) for h in result.hits))
+            ndcg[what].append(ndcg_at(docs, qrels.get(qid, {})))
+    out = {"configs": {}, "bare_hybrid_onnx": {}}
+    for c in configs:
+        out["configs"][c] = {**summary(ms[c]), "ndcg@10": statistics.fmean(ndcg[c])}
+    for d, values in bare_ms.items():
+        out["bare_hybrid_onnx"][d] = summary(values)
+    for c, row in out["configs"].items():
+        if c.startswith("hybrid, onnx"):
+            d = int(c.rsplit(" ", 1)[1])
+            row["overhead_p50_vs_bare"] = row["p50_ms"] / out["bare_hybrid_onnx"][d]["p50_ms"] - 1
+    return out
+
+
+def report_configs(r: dict, agree: dict | None) -> None:
+    rows = [[c, v["p50_ms"], v["p95_ms"], v["p99_ms"], v["ndcg@10"], v.get("overhead_p50_vs_bare")]
+            for c, v in r["configs"].items()]
+    rows += [[f"  bare hybrid calls (onnx encode + vector@{d} + BM25@200, sequential)", v["p50_ms"], v["p95_ms"],
+              v["p99_ms"], None, None] for d, v in r["bare_hybrid_onnx"].items()]
+    title = "serving configurations on SciFact: ms per Retriever.search(q, 10) (ACL prefilter, tracing on), " \
+            "nDCG@10 of the same calls; overhead = function p50 / bare p50 - 1"
+    if agree:
+        title += (f"\nONNX vs torch query vectors on {agree['queries']} SciFact queries: cosine min "
+                  f"{agree['cosine_min']:.5f}, mean {agree['cosine_mean']:.6f} (bar 0.999: "
+                  f"{'met' if agree['passes_0_999'] else 'NOT met'})")
+    print_table(["configuration", "p50", "p95", "p99", "nDCG@10", "overhead"], rows, title=title)
+
+
 def report(name: str, r: dict) -> None:
     rows = []
     for m in MODES:
@@ -261,6 +372,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeat-concurrent", type=int, default=1)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--out", type=Path, default=RESULTS / "query_latency.json")
+    ap.add_argument("--depths", default="200,100,50", help="hybrid vector candidate depths to compare")
+    ap.add_argument("--skip-modes", action="store_true",
+                    help="only the configuration comparison (no per-mode / concurrent-client tables)")
+    ap.add_argument("--note", default="", help="recorded with the results, e.g. the machine's load")
     args = ap.parse_args(argv)
 
     from benchmarks.beir import build
@@ -275,7 +390,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     t = time.perf_counter()
     settings, stages, _ = build(dataset, work, name)  # a no-op when the BEIR benchmark built it
-    result: dict = {"dataset": name, "queries": len(texts), "k": args.k, "machine": machine(), "indexes": {}}
+    result: dict = {"dataset": name, "queries": len(texts), "k": args.k, "machine": machine(), "indexes": {},
+                    "note": args.note, "load_average_at_start": os.getloadavg()}
+    all_texts = list(queries.values())
+    result["agreement"] = agree = agreement(settings, all_texts)
+    qrels = load_qrels(dataset, args.split)
+    result["configs"] = compare_configs(settings, texts, qids, qrels, args.k,
+                                        [int(d) for d in args.depths.split(",") if d], name)
+    report_configs(result["configs"], agree)
+    result["load_average_at_end"] = os.getloadavg()
+    if args.skip_modes:
+        result["wall_s"] = time.perf_counter() - t
+        write_json(args.out, result)
+        return result
     r = measure(settings, texts, args.k, args.clients, args.repeat_concurrent)
     r["chunks"] = stages["index"]["rows"]
     result["indexes"][name] = r

@@ -7,17 +7,18 @@ import dagster as dg
 from assets.evaluation import index_eval
 from ingest_platform import evaluation
 from ingest_platform.index import CANDIDATE
-from ingest_platform.reporting import md_table
+from assets import metadata as m
 from resources import IndexStoreResource, PlatformSettings
 
 from .gating import gate_result
 
 
 @dg.asset_check(asset=index_eval, blocking=True,
-                description="Fails when the candidate misses an absolute floor ([eval] min_recall_at_k, "
-                            "min_mrr_at_10) or falls more than [eval] max_regression below production on "
-                            "recall@k, hit@k, MRR@10 or nDCG@10; the first build is judged by the floors. "
-                            "Records its verdict for the candidate version, which promotion re-verifies.")
+                description="Keeps a new index that finds the golden answers worse out of production: it "
+                            "fails when recall@k or MRR@10 is below its floor ([eval] min_recall_at_k, "
+                            "min_mrr_at_10), or when recall@k, hit@k, MRR@10 or nDCG@10 is more than "
+                            "[eval] max_regression below production's. The first build is judged by the "
+                            "floors. Blocking: promotion re-checks this verdict for the candidate version.")
 def eval_gate(platform: PlatformSettings, index_store: IndexStoreResource) -> dg.AssetCheckResult:
     s = platform.get()
     version = index_store.store.version_of(CANDIDATE)
@@ -31,19 +32,19 @@ def eval_gate(platform: PlatformSettings, index_store: IndexStoreResource) -> dg
     verdict = evaluation.compare(candidate, production, evaluation.floors(s), s.eval.max_regression)
     k = candidate.k
     meta: dict = {
-        "production_version": verdict.production_version if verdict.production_version is not None else "none",
-        "max_regression": s.eval.max_regression,
-        **{f"floor_{m}": v for m, v in verdict.floors.items()},
-        **{f"candidate_{m}": round(candidate.overall[m], 4) for m in evaluation.GATED if m in candidate.overall},
+        "production_version": m.text(verdict.production_version if verdict.production_version is not None else "none"),
+        "max_regression": m.text(s.eval.max_regression),
+        **{f"floor_{name}": m.text(v) for name, v in verdict.floors.items()},
+        **{f"candidate_{g}": round(candidate.overall[g], 4) for g in evaluation.GATED if g in candidate.overall},
         "queries_worse": len(verdict.worse),
         "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in verdict.reasons) or "_none_"),
-        "metrics": dg.MetadataValue.md(md_table(verdict.metrics)),
-        "worse_queries": dg.MetadataValue.md(md_table(
-            verdict.worse, ["id", "loss", *[evaluation.label(m, k) for m in evaluation.GATED], "tags", "query",
-                            "production_top", "candidate_top"])),
+        "metrics": m.inferred(verdict.metrics),
+        "worse_queries": m.inferred([{c: r.get(c) for c in [
+            "id", "loss", *[evaluation.label(g, k) for g in evaluation.GATED], "tags", "query",
+            "production_top", "candidate_top"]} for r in verdict.worse]),
     }
     if production is not None:
-        meta.update({f"production_{m}": round(production.overall[m], 4) for m in evaluation.GATED if m in production.overall})
+        meta.update({f"production_{g}": round(production.overall[g], 4) for g in evaluation.GATED if g in production.overall})
     description = "; ".join(verdict.reasons) if verdict.reasons else (
         "floors met" + (f" and no regression against production v{production.version}" if production else
                         " (first build: no production to compare with)"))

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from assets import metadata as m
 from assets.index import production_index
 from assets.ingest import document_manifest
 from ingest_platform import freshness
-from ingest_platform.reporting import md_table
 from resources import PlatformSettings
 
 CLOCK_ENV = "INGEST_PLATFORM_NOW"
@@ -44,7 +44,7 @@ def source_scan_age(platform: PlatformSettings) -> dg.AssetCheckResult:
             "checked_at": at.isoformat(), "window_hours": s.freshness.max_source_scan_age_hours,
             "sources": len(rows), "stale_sources": ", ".join(stale) or "none",
             "max_age_hours": max(ages) if ages else -1.0,
-            "per_source": dg.MetadataValue.md(md_table([r.to_dict() for r in rows])),
+            "per_source": m.inferred([r.to_dict() for r in rows]),
         },
         description=(f"stale or never scanned: {', '.join(stale)}" if stale else
                      "no sources configured" if not rows else "every source scanned within the window"),

@@ -18,32 +18,60 @@ from assets.index import candidate_index
 from assets.ingest import enriched_chunks, parsed_documents
 from ingest_platform import gates, quality
 from ingest_platform.index import CANDIDATE
-from ingest_platform.reporting import md_table
+from assets import metadata as m
 from resources import IndexStoreResource, PlatformSettings
 
 from .gating import gate_result
 
-_EXPECTATION_COLUMNS = ["expectation", "column", "success", "observed", "unexpected_count", "unexpected_percent", "mostly"]
+_EXPECTATION_COLUMNS = [
+    ("in_words", "string", "what is required, and what was found"),
+    ("success", "bool", "met"),
+    ("expectation", "string", "the great-expectations expectation"),
+    ("column", "string", ""),
+    ("unexpected_count", "int", "rows that break it"),
+    ("unexpected_percent", "float", "rows that break it, percent"),
+    ("mostly", "float", "share of rows that must meet it (GX's mostly)"),
+]
+# Settings and other constants: text, so the Plots tab charts only what trends.
+_CONSTANT_PREFIXES = ("max_", "min_", "expected_", "norm_tolerance", "default_deny", "model", "indexes")
+
+
+def _observed(key: str, value) -> tuple[str, object]:
+    """A suite's own number with its unit in the name: ratios become percent."""
+    for suffix in ("_rate", "_ratio"):
+        if key.endswith(suffix) and isinstance(value, int | float) and not isinstance(value, bool):
+            return key[: -len(suffix)] + "_percent", round(100.0 * value, 3)
+    return key, value
 
 
 def quality_metadata(result: quality.QualityResult) -> dict:
-    meta: dict = {"passed": result.passed, "blocking": result.blocking}
-    meta.update({f"gx_{k}": v for k, v in result.statistics.items() if isinstance(v, (int, float))})
+    meta: dict = {"blocks_promotion": m.text("yes" if result.blocking else "no (warning only)")}
+    stats = result.statistics
+    if isinstance(stats.get("success_percent"), int | float):
+        meta["expectations_met_percent"] = stats["success_percent"]
+    meta["expectations_failed"] = int(stats.get("unsuccessful_expectations") or 0)
     for key, value in result.observed.items():
-        if isinstance(value, bool | int | float | str):
+        key, value = _observed(key, value)
+        if isinstance(value, bool | int | float | str) and key.startswith(_CONSTANT_PREFIXES):
+            meta[key] = m.text(value)
+        elif isinstance(value, bool | int | float | str):
             meta[key] = value
         elif isinstance(value, dict | list):
             meta[key] = dg.MetadataValue.json(value)
-    meta["expectations"] = dg.MetadataValue.md(md_table(result.expectations, _EXPECTATION_COLUMNS))
-    meta["failing_examples"] = dg.MetadataValue.md(md_table(result.failing_examples))
+    meta["expectations"] = m.table(result.expectations, _EXPECTATION_COLUMNS)
+    meta["failing_examples"] = m.inferred(result.failing_examples)
     return meta
 
 
 def _description(result: quality.QualityResult) -> str:
+    """Plain words first, GX's names after (in brackets) for whoever debugs the suite."""
     if result.passed:
-        return f"all {result.statistics.get('evaluated_expectations', 0)} expectations met"
-    what = "blocking" if result.blocking else "warning only (not blocking)"
-    return f"{what}: failed {', '.join(result.failed_expectations)}"
+        return f"all {result.statistics.get('evaluated_expectations', 0)} requirements met"
+    what = ("blocking: the new index is not promoted" if result.blocking else
+            "warning only ([quality] blocking does not include this check): the run goes on")
+    failed = [e for e in result.expectations if not e["success"]]
+    words = "; ".join(e.get("in_words") or e["expectation"] for e in failed)
+    return f"{what}. Not met: {words} [GX: {', '.join(result.failed_expectations)}]"
 
 
 def _severity(result: quality.QualityResult) -> dg.AssetCheckSeverity:
@@ -68,8 +96,10 @@ def gated_check_result(home, version: int, result: quality.QualityResult) -> dg.
 
 
 @dg.asset_check(asset=parsed_documents, name=quality.MANIFEST, blocking=True,
-                description="GX suite on the document manifest after parsing: at least min_documents "
-                            "documents, parse-failure rate at most [quality] max_parse_failure_rate.")
+                description="At least [quality] min_documents documents, and at most "
+                            "[quality] max_parse_failure_rate of them failed (a GX suite on the manifest "
+                            "after parsing). Whether a failure blocks is set by [quality] blocking; the "
+                            "result says which.")
 def manifest_quality(platform: PlatformSettings) -> dg.AssetCheckResult:
     return to_check_result(quality.check_manifest(platform.get()))
 

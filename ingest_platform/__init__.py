@@ -5,7 +5,12 @@ Serving apps import ``search`` or ``Retriever`` from here; nothing in this packa
 
 from __future__ import annotations
 
-__all__ = ["search", "Retriever", "SearchResult", "Hit", "load_settings", "Settings"]
+__all__ = ["search", "Retriever", "SearchResult", "Hit", "load_settings", "Settings", "Context", "Rewrite",
+           "GlossaryRewriter", "Feedback", "FeedbackError"]
+
+# Serving-side names (issue 16), each from its own module, imported on first use.
+_LAZY = {"Context": "context", "Rewrite": "rewrite", "GlossaryRewriter": "rewrite", "Feedback": "feedback",
+         "FeedbackError": "feedback"}
 
 
 def __getattr__(name: str):
@@ -18,4 +23,8 @@ def __getattr__(name: str):
         from ingest_platform import config
 
         return getattr(config, name)
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"ingest_platform.{_LAZY[name]}"), name)
     raise AttributeError(name)

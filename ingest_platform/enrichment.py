@@ -3,6 +3,11 @@
 Why a separate stage: document fields (title, source, access groups) change without the text
 changing, and redaction is a policy switch; keeping both out of chunking means neither re-chunks.
 
+Guardrails (``ingest_platform.guardrails``) run first, per chunk, with the source's policy: they
+record ``risk_flags`` / ``risk_counts_json``, remove their parse-time markers (and under ``strip``
+the hidden or invisible parts), and set ``quarantined``; corpus-wide handling (boilerplate,
+near-duplicates, superseded versions) follows in ``ingest_platform.dedupe``.
+
 Sensitive values are always *counted* on the original text (so audits see what was there), and when
 ``redact`` is on the text is replaced before anything downstream (hash, embedding, index) sees it.
 
@@ -23,12 +28,12 @@ import json
 import logging
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import urlparse
 
 import pyarrow as pa
 
-from ingest_platform import sensitive
+from ingest_platform import guardrails, sensitive
 from ingest_platform.chunking import HEADING_SEP, count_tokens
 from ingest_platform.schemas import ENRICHED
 
@@ -45,12 +50,16 @@ def enrich_chunks(
     redact: bool,
     tokenizer: Any = None,
     max_tokens: int | None = None,
+    risk_policy: str | Mapping[str, str] = "flag",
 ) -> pa.Table:
     """``CHUNKS`` rows joined with their ``MANIFEST`` row, flagged and optionally redacted.
 
     ``tokenizer`` (recommended whenever ``redact``) keeps ``token_count`` exact after redaction;
     without it the pre-redaction count is kept. ``max_tokens`` enables the compact-placeholder
-    fallback described in the module docstring.
+    fallback described in the module docstring. ``risk_policy`` is the guardrail policy
+    (``flag`` / ``strip`` / ``quarantine``, see ``ingest_platform.guardrails``), one for all chunks
+    or per source name (a source not in the mapping gets ``flag``). Guardrails run first, on the
+    text as parsed, so sensitive-data counts and redaction see the text that will be indexed.
     """
     if chunks.num_rows == 0:
         return ENRICHED.empty_table()
@@ -60,9 +69,17 @@ def enrich_chunks(
     if missing:
         log.warning("%d chunked documents have no manifest row; their document fields are null", len(missing))
     titles = _titles(rows, docs)
-    flags = [_flag(r["text"] or "", redact) for r in rows]
+    risks = [guardrails.assess(r["text"] or "", _policy_for(docs.get(r["doc_id"], {}).get("source"), risk_policy))
+             for r in rows]
+    flags = [_flag(a.text, redact, changed=a.text != (r["text"] or "")) for r, a in zip(rows, risks)]
     token_counts = _token_counts(rows, flags, tokenizer, max_tokens)
-    return _to_table(rows, docs, titles, flags, token_counts)
+    return _to_table(rows, docs, titles, flags, token_counts, risks)
+
+
+def _policy_for(source: str | None, risk_policy: str | Mapping[str, str]) -> str:
+    if isinstance(risk_policy, str):
+        return risk_policy
+    return risk_policy.get(source or "", "flag")
 
 
 # ---- per-chunk pieces ---------------------------------------------------------------------------
@@ -71,32 +88,34 @@ def enrich_chunks(
 class _Flags:
     """Sensitive-data result for one chunk: counts on the original, and the text to keep."""
 
-    __slots__ = ("counts", "text", "redacted", "original")
+    __slots__ = ("counts", "text", "redacted", "original", "changed")
 
-    def __init__(self, counts: dict[str, int], text: str, redacted: bool, original: str) -> None:
+    def __init__(self, counts: dict[str, int], text: str, redacted: bool, original: str, changed: bool = False) -> None:
         self.counts, self.text, self.redacted, self.original = counts, text, redacted, original
+        # The text differs from the chunk's (redacted, or guardrails removed something): recount.
+        self.changed = changed or redacted
 
 
-def _flag(text: str, redact: bool) -> _Flags:
+def _flag(text: str, redact: bool, changed: bool = False) -> _Flags:
     if not redact:
-        return _Flags(sensitive.find_sensitive(text), text, False, text)
+        return _Flags(sensitive.find_sensitive(text), text, False, text, changed)
     counts, redacted_text = sensitive.scan(text)
-    return _Flags(counts, redacted_text, bool(counts), text)
+    return _Flags(counts, redacted_text, bool(counts), text, changed)
 
 
 def _token_counts(rows: list[dict], flags: list[_Flags], tokenizer: Any, max_tokens: int | None) -> list[int | None]:
     """The chunk's own count, re-counted (in one batch) for chunks whose text was redacted."""
     counts = [r["token_count"] for r in rows]
-    changed = [i for i, f in enumerate(flags) if f.redacted]
+    changed = [i for i, f in enumerate(flags) if f.changed]
     if not changed:
         return counts
     if tokenizer is None:
-        log.warning("%d chunks redacted without a tokenizer: token_count is the pre-redaction count", len(changed))
+        log.warning("%d chunks redacted or stripped without a tokenizer: token_count is the original count", len(changed))
         return counts
     for i, n in zip(changed, count_tokens(tokenizer, [flags[i].text for i in changed])):
         counts[i] = n
     if max_tokens is not None:
-        _shrink_over_limit(flags, counts, changed, tokenizer, max_tokens)
+        _shrink_over_limit(flags, counts, [i for i in changed if flags[i].redacted], tokenizer, max_tokens)
     return counts
 
 
@@ -169,10 +188,11 @@ def parse_timestamp(value: str | None) -> datetime | None:
 
 
 def _to_table(
-    rows: list[dict], docs: dict[str, dict], titles: dict[str, str], flags: list[_Flags], token_counts: list
+    rows: list[dict], docs: dict[str, dict], titles: dict[str, str], flags: list[_Flags], token_counts: list,
+    risks: list[guardrails.Assessment],
 ) -> pa.Table:
     cols: dict[str, list] = {name: [] for name in ENRICHED.names}
-    for r, f, n in zip(rows, flags, token_counts):
+    for r, f, n, a in zip(rows, flags, token_counts, risks):
         doc = docs.get(r["doc_id"], {})
         for name in ("chunk_id", "doc_id", "doc_version", "chunk_index", "heading_path", "page_start", "page_end", "element_types"):
             cols[name].append(r.get(name))
@@ -188,4 +208,9 @@ def _to_table(
         cols["sensitive_types"].append(sorted(f.counts))
         cols["sensitive_counts_json"].append(json.dumps(f.counts, sort_keys=True))
         cols["redacted"].append(f.redacted)
+        cols["risk_flags"].append(a.flags)
+        cols["risk_counts_json"].append(json.dumps(a.counts, sort_keys=True))
+        cols["quarantined"].append(a.quarantined)
+        cols["dup_group"].append(None)  # set corpus-wide by ingest_platform.dedupe
+        cols["superseded_by"].append(None)
     return pa.table(cols, schema=ENRICHED)

@@ -55,7 +55,11 @@ log = logging.getLogger(__name__)
 METRICS = ("recall_at_k", "hit_at_k", "mrr_at_10", "ndcg_at_10", "snippet_hit_at_k", "snippet_recall_at_k")
 # The metrics compared against production for regressions.
 GATED = ("recall_at_k", "hit_at_k", "mrr_at_10", "ndcg_at_10")
-_KEYS = {"id", "query", "relevant_doc_ids", "relevant_snippets", "grades", "tags", "groups", "notes", "comment"}
+_KEYS = {"id", "query", "relevant_doc_ids", "relevant_snippets", "grades", "tags", "groups", "notes", "comment",
+         "provenance"}
+# Which golden set a query belongs to: the curated file, or the entries grown from production
+# feedback (``ingest_platform/golden.py``). Floors judge the curated set; regressions each set.
+CURATED, PRODUCTION_SET = "curated", "production"
 _EPS = 1e-9
 
 
@@ -126,6 +130,8 @@ def parse_golden_line(data: Any, where: str) -> GoldenQuery:
     if not docs and not snippets:
         raise GoldenSetError(f"{where}: give 'relevant_doc_ids' and/or 'relevant_snippets'")
     tags = _str_list(data.get("tags"), "tags", where)
+    if "provenance" in data and not isinstance(data["provenance"], dict):
+        raise GoldenSetError(f"{where}: 'provenance' must be an object (trace ids, dates, judges)")
     groups = data.get("groups", None)
     groups = (PUBLIC_GROUP,) if groups is None else _str_list(groups, "groups", where)
     if not groups:
@@ -265,6 +271,8 @@ class EvalReport:
     per_query: list[QueryScore]
     at: str
     seconds: float
+    # Means per golden set (``curated``; ``production`` when feedback-derived entries exist).
+    per_set: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def n_queries(self) -> int:
@@ -285,13 +293,25 @@ def evaluate(settings: Settings, ref: str | int = "candidate", golden_path: str 
     """Run the golden set through the real query function against index version ``ref``."""
     path = resolve_golden(settings, golden_path)
     queries = load_golden(path)
+    from ingest_platform.golden import production_file
+
+    extra = production_file(settings)
+    digest = hashlib.sha256(path.read_bytes())
+    curated_ids = {q.id for q in queries}
+    if extra.exists() and extra.stat().st_size and extra.resolve() != path.resolve():
+        derived = load_golden(extra)
+        clash = curated_ids & {q.id for q in derived}
+        if clash:
+            raise GoldenSetError(f"{extra}: id {sorted(clash)[0]!r} is also in the curated set {path}")
+        queries = queries + derived
+        digest.update(b"\0" + extra.read_bytes())
     k = int(k or settings.eval.k)
     if k < 1:
         raise ValueError(f"k must be at least 1 (got {k})")
     if retriever is None:
         from ingest_platform.query import Retriever
 
-        retriever = Retriever(settings=settings, ref=ref, trace=False, cache_size=0)
+        retriever = Retriever(settings=settings, ref=ref, trace=False, cache_size=0, operator=True)
     started = time.perf_counter()
     version = int(retriever.version)
     n = max(k, 10)
@@ -300,10 +320,14 @@ def evaluate(settings: Settings, ref: str | int = "candidate", golden_path: str 
         result = retriever.search(q.query, n, mode=mode, groups=list(q.groups))
         scores.append(score_query(q, result.hits, k))
     overall, per_tag = aggregate(scores)
+    per_set = {CURATED: aggregate([s for s in scores if s.id in curated_ids])[0]}
+    if len(scores) > len(curated_ids):
+        per_set[PRODUCTION_SET] = aggregate([s for s in scores if s.id not in curated_ids])[0]
     return EvalReport(
         ref=str(ref), version=version, k=k, mode=mode, golden_file=str(path),
-        golden_sha256=hashlib.sha256(path.read_bytes()).hexdigest(), overall=overall, per_tag=per_tag,
+        golden_sha256=digest.hexdigest(), overall=overall, per_tag=per_tag,
         per_query=scores, at=datetime.now(UTC).isoformat(), seconds=round(time.perf_counter() - started, 3),
+        per_set=per_set,
     )
 
 
@@ -362,23 +386,36 @@ def compare(candidate: EvalReport, production: EvalReport | None, floors: Mappin
     k = candidate.k
     reasons: list[str] = []
     rows: list[dict] = []
+    # Floors were set for the curated set; production-derived entries are often the queries that
+    # failed (that is why someone judged them), so they are held to "no regression" instead.
+    floored = candidate.per_set.get(CURATED, candidate.overall)
     for metric in METRICS:
         if metric not in candidate.overall:
             continue
         value = candidate.overall[metric]
         floor = floors.get(metric)
+        floor_value = floored.get(metric, value)
         prod = production.overall.get(metric) if production is not None else None
         row = {"metric": label(metric, k), "candidate": round(value, 4), "production": None if prod is None else round(prod, 4),
                "delta": None if prod is None else round(value - prod, 4), "floor": floor}
         rows.append(row)
-        if floor is not None and value < floor - _EPS:
-            reasons.append(f"{label(metric, k)} = {value:.3f} is below the floor {floor:.3f}")
+        if floor is not None and floor_value < floor - _EPS:
+            reasons.append(f"{label(metric, k)} = {floor_value:.3f} is below the floor {floor:.3f}"
+                           + (" (curated set)" if PRODUCTION_SET in candidate.per_set else ""))
         if prod is not None and metric in GATED and value < prod - max_regression - _EPS:
             reasons.append(f"{label(metric, k)} fell from {prod:.3f} (production v{production.version}) to "
                            f"{value:.3f}, more than the allowed {max_regression:.3f}")
     for metric in floors:
         if metric not in candidate.overall:
             reasons.append(f"{metric} has a floor but was not measured")
+    for name, values in candidate.per_set.items():
+        before = production.per_set.get(name) if production is not None else None
+        if not before or len(candidate.per_set) < 2:
+            continue  # one set: the overall comparison above is the same comparison
+        for metric in GATED:
+            if metric in values and metric in before and values[metric] < before[metric] - max_regression - _EPS:
+                reasons.append(f"{name} set: {label(metric, k)} fell from {before[metric]:.3f} to "
+                               f"{values[metric]:.3f}, more than the allowed {max_regression:.3f}")
     worse: list[dict] = []
     if production is not None:
         before = {q.id: q for q in production.per_query}
@@ -532,10 +569,44 @@ def history(settings: Settings, limit: int | None = None) -> list[dict]:
     return rows[-limit:] if limit else rows
 
 
+SPARKS = "▁▂▃▄▅▆▇█"
+_STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":")]
+
+
+def latest_per_version(rows: Sequence[dict], ref: str | None = "candidate") -> list[dict]:
+    """The latest evaluation of each index version (oldest version first), candidate rows only by
+    default: production rows repeat an earlier candidate's numbers."""
+    latest: dict[int, dict] = {}
+    for row in rows:
+        if ref is None or row.get("ref") == ref:
+            latest[row["version"]] = row
+    return [latest[v] for v in sorted(latest)]
+
+
+def history_trend_md(settings: Settings, metrics: Sequence[str] = GATED, last: int = 12) -> str | None:
+    """A small Markdown table (under the UI's 1000-character limit for inline Markdown) with one
+    sparkline per metric over the last ``last`` index versions, zoomed to the metric's own range."""
+    rows = latest_per_version(history(settings))[-last:]
+    if not rows:
+        return None
+    k = rows[-1]["k"]
+    out = [f"| metric | v{rows[0]['version']} → v{rows[-1]['version']} | first | latest |", "|---|---|---|---|"]
+    for m in metrics:
+        ys = [r.get(m) for r in rows]
+        vals = [y for y in ys if y is not None]
+        if not vals:
+            continue
+        lo, hi = min(vals), max(vals)
+        spark = "".join(" " if y is None else SPARKS[0 if hi == lo else round((y - lo) / (hi - lo) * 7)] for y in ys)
+        out.append(f"| {label(m, k)} | `{spark}` | {vals[0]:.3f} | {vals[-1]:.3f} |")
+    return "\n".join(out)
+
+
 def plot_history(settings: Settings, path: str | Path, metrics: Sequence[str] = GATED) -> Path | None:
-    """A small PNG of the metrics over index versions (the latest evaluation of each version);
-    None when there is no history yet."""
-    rows = history(settings)
+    """A PNG of the metrics by index version (the latest candidate evaluation of each version):
+    the y axis zoomed to the values' range, a distinct marker and line style per metric, every
+    version labelled on the x axis. None when there is no history yet."""
+    rows = latest_per_version(history(settings))
     if not rows:
         return None
     import matplotlib
@@ -543,24 +614,25 @@ def plot_history(settings: Settings, path: str | Path, metrics: Sequence[str] = 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    latest: dict[int, dict] = {}
-    for row in rows:
-        latest[row["version"]] = row
-    versions = sorted(latest)
+    versions = [r["version"] for r in rows]
     k = rows[-1]["k"]
-    fig = Figure(figsize=(6.0, 3.0), dpi=100)
+    fig = Figure(figsize=(7.0, 3.2), dpi=100)
     ax = fig.subplots()
     xs = list(range(len(versions)))
-    for metric in metrics:
-        ys = [latest[v].get(metric) for v in versions]
-        ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=label(metric, k))
+    values = []
+    for (marker, style), metric in zip(_STYLES * 2, metrics):
+        ys = [float("nan") if r.get(metric) is None else r[metric] for r in rows]
+        values += [y for y in ys if y == y]
+        ax.plot(xs, ys, marker=marker, linestyle=style, markersize=6, label=label(metric, k))
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = max(0.02, (hi - lo) * 0.15)
+    ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad) + 0.005)
     ax.set_xticks(xs, [f"v{v}" for v in versions], fontsize=8)
-    ax.set_ylim(0, 1.05)
     ax.set_xlabel("index version", fontsize=8)
-    ax.set_title("golden-set metrics by index version", fontsize=9)
+    ax.set_title("golden-set metrics by index version (axis zoomed)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.tick_params(axis="y", labelsize=8)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="best", ncol=2)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -583,6 +655,21 @@ def tag_rows(candidate: EvalReport, production: EvalReport | None = None) -> lis
             row[label(m, candidate.k)] = round(values.get(m, float("nan")), 4)
             if production is not None and tag in production.per_tag and m in production.per_tag[tag]:
                 row[f"Δ {label(m, candidate.k)}"] = round(values[m] - production.per_tag[tag][m], 4)
+        rows.append(row)
+    return rows
+
+
+def set_rows(candidate: EvalReport, production: EvalReport | None = None) -> list[dict]:
+    """One row per golden set (curated, production-derived): the gated metrics and their deltas."""
+    rows = []
+    for name, values in candidate.per_set.items():
+        row: dict[str, Any] = {"set": name, "queries": int(values.get("queries", 0))}
+        before = production.per_set.get(name, {}) if production is not None else {}
+        for m in GATED:
+            if m in values:
+                row[label(m, candidate.k)] = round(values[m], 4)
+                if m in before:
+                    row[f"Δ {label(m, candidate.k)}"] = round(values[m] - before[m], 4)
         rows.append(row)
     return rows
 
@@ -612,10 +699,11 @@ def cli_payload(settings: Settings, golden: str | Path | None = None, ref: str |
         "metrics": {m: candidate.overall.get(m) for m in METRICS},
         "labels": {m: label(m, candidate.k) for m in METRICS},
         "per_tag": candidate.per_tag,
+        "per_set": candidate.per_set,
         "per_query": [{"id": q.id, "query": q.query, "tags": q.tags, **q.metrics, "retrieved": q.retrieved,
                        "missing": q.missing} for q in candidate.per_query],
         "production": None if production is None else {
             "version": production.version, "metrics": {m: production.overall.get(m) for m in METRICS},
-            "per_tag": production.per_tag},
+            "per_tag": production.per_tag, "per_set": production.per_set},
         "verdict": verdict.to_dict(),
     }

@@ -122,5 +122,16 @@ def production_lag_for(settings: Settings, now: datetime | None = None) -> Produ
     changes = [r["last_changed"] for r in table if r["status"] != "failed"]
     store = index_store(settings)
     promotions = [(e.action, e.to_version, datetime.fromisoformat(e.at)) for e in store.history()]
-    return production_lag(changes, store.tags().get(PRODUCTION), promotions, now or datetime.now(UTC),
-                          settings.freshness.max_index_lag_hours)
+    lag = production_lag(changes, store.tags().get(PRODUCTION), promotions, now or datetime.now(UTC),
+                         settings.freshness.max_index_lag_hours)
+    if lag.production_version is not None:
+        # The manifest forgets a deleted document after one scan, so the change times above cannot
+        # show it: compare what production serves with what the sources allow now.
+        from ingest_platform.promotion import exposure
+
+        exp = exposure(settings, store, lag.production_version)
+        if exp:
+            lag.unserved_changes += len(exp.deleted) + len(exp.narrowed)
+            lag.fresh = False
+            lag.reason = f"production v{lag.production_version} still serves {exp.describe()}"
+    return lag

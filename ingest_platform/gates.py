@@ -1,9 +1,8 @@
 """Quality-gate results per index version: what promotion must see before moving ``production``.
 
-Blocking checks record their verdict here for the exact table version they examined. Promotion
-refuses a version with no recorded gate or with any failing one, whoever asks (the pipeline's
-promotion asset or ``ingest-platform promote``), so an unchecked or failed index cannot reach
-serving by going around the orchestrator.
+Blocking checks record their verdict here for the exact table version they examined.
+``ingest_platform.promotion`` (the one door to production) knows which gates the current settings
+require and refuses a version unless each has a passing verdict here.
 """
 
 from __future__ import annotations
@@ -12,11 +11,11 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ingest_platform.errors import PromotionRefused
+from ingest_platform.locking import file_lock
 from ingest_platform.storage import atomic_write_text
 
-
-class GateError(RuntimeError):
-    """Promotion refused: the message names the failing or missing gates."""
+GateError = PromotionRefused  # the name older callers know
 
 
 def _path(home: Path, version: int) -> Path:
@@ -25,9 +24,10 @@ def _path(home: Path, version: int) -> Path:
 
 def record(home: Path, version: int, name: str, passed: bool, details: dict | None = None) -> None:
     path = _path(home, version)
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[name] = {"passed": bool(passed), "at": datetime.now(UTC).isoformat(), "details": details or {}}
-    atomic_write_text(json.dumps(data, indent=1, sort_keys=True, default=str), path)
+    with file_lock(path.with_name(".lock")):  # checks of one run may record concurrently
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data[name] = {"passed": bool(passed), "at": datetime.now(UTC).isoformat(), "details": details or {}}
+        atomic_write_text(json.dumps(data, indent=1, sort_keys=True, default=str), path)
 
 
 def results(home: Path, version: int) -> dict[str, dict]:
@@ -35,11 +35,3 @@ def results(home: Path, version: int) -> dict[str, dict]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def require_passed(home: Path, version: int) -> dict[str, dict]:
-    got = results(home, version)
-    if not got:
-        raise GateError(f"index version {version} has no recorded quality gates: run the pipeline's checks first")
-    failed = sorted(name for name, r in got.items() if not r["passed"])
-    if failed:
-        raise GateError(f"index version {version} failed blocking checks: {', '.join(failed)}")
-    return got

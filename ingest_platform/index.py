@@ -74,12 +74,14 @@ class SyncResult:
 
 @dataclass
 class PromotionEvent:
-    action: str  # promote | rollback
+    action: str  # promote | rollback | revoke
     from_version: int | None
     to_version: int
     at: str
     who: str
     why: str
+    # The version asked for, when ``to_version`` was derived from it with revocations applied.
+    based_on: int | None = None
 
 
 class IndexStore:
@@ -151,7 +153,9 @@ class IndexStore:
         enriched = conform(enriched, ENRICHED)
         desired = dict(zip(enriched.column("doc_id").to_pylist(), enriched.column("doc_version").to_pylist()))
         schema = table_schema(dim, model_id, model_spec)
-        rebuild = not self.exists() or self.model()[0] != model_id
+        # A table written before the enriched schema gained columns (e.g. the guardrail columns)
+        # cannot take the new rows: it is rebuilt like a model change, production stays put.
+        rebuild = not self.exists() or self.model()[0] != model_id or not set(schema.names) <= set(self.open().schema.names)
         current = {} if rebuild else self.doc_versions()
         upsert = sorted(d for d, v in desired.items() if current.get(d) != v)
         delete = sorted(d for d in current if d not in desired)
@@ -258,7 +262,11 @@ class IndexStore:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def _move_production(self, table, version: int, action: str, why: str, who: str | None) -> PromotionEvent:
+    def move_production(self, version: int, action: str, *, why: str, who: str | None = None,
+                        based_on: int | None = None) -> PromotionEvent:
+        """Move the ``production`` tag and record it. Only ``ingest_platform.promotion`` calls
+        this: it decides whether the move is allowed."""
+        table = self.open()
         tags = table.tags.list()
         old = tags.get(PRODUCTION, {}).get("version")
         # The promoted version keeps a tag of its own so retention never removes a rollback target.
@@ -268,7 +276,8 @@ class IndexStore:
         # Intent first, then the tag: a crash in between leaves a history entry the tag never
         # followed, which ``production_stack`` discards, rather than a move nobody recorded.
         # Readers watch this file, so they re-resolve the tag on their next query.
-        event = PromotionEvent(action, old, version, datetime.now(UTC).isoformat(), who or _whoami(), why)
+        event = PromotionEvent(action, old, version, datetime.now(UTC).isoformat(), who or _whoami(), why,
+                               based_on if based_on != version else None)
         self._record(event)
         faults.point("promote:recorded")
         if PRODUCTION in tags:
@@ -277,11 +286,6 @@ class IndexStore:
             table.tags.create(PRODUCTION, version)
         log.info("%s: production %s -> %s (%s)", action, old, version, why)
         return event
-
-    def promote(self, version: int | str = CANDIDATE, *, why: str = "", who: str | None = None) -> PromotionEvent:
-        table = self.open()
-        target = self.version_of(version)
-        return self._move_production(table, target, "promote", why, who)
 
     def production_stack(self) -> list[int]:
         """Production versions in promotion order, rollbacks popped; the last is the current one.
@@ -293,20 +297,66 @@ class IndexStore:
             if event.action == "promote":
                 if not stack or stack[-1] != event.to_version:
                     stack.append(event.to_version)
+            elif event.action == "revoke":  # the same release, with rows removed or narrowed
+                if stack:
+                    stack[-1] = event.to_version
+                else:
+                    stack.append(event.to_version)
             elif event.action == "rollback" and stack:
                 stack.pop()
-                if not stack or stack[-1] != event.to_version:
+                if stack and event.based_on is not None and stack[-1] == event.based_on:
+                    stack[-1] = event.to_version
+                elif not stack or stack[-1] != event.to_version:
                     stack.append(event.to_version)
         current = self.tags().get(PRODUCTION)
         while stack and stack[-1] != current:
             stack.pop()
         return stack
 
-    def rollback(self, *, why: str = "", who: str | None = None) -> PromotionEvent:
+    def rollback_target(self) -> int:
+        """The production version before the current one that still exists."""
         stack = self.production_stack()
-        if len(stack) < 2:
-            raise IndexError_("nothing to roll back to: production has had only one version")
-        return self._move_production(self.open(), stack[-2], "rollback", why, who)
+        existing = {v["version"] for v in self.open().list_versions()}
+        earlier = [v for v in stack[:-1] if v in existing]
+        if not earlier:
+            raise IndexError_("nothing to roll back to: no earlier production version is kept")
+        return earlier[-1]
+
+    # ---- revocations ------------------------------------------------------------------------
+    def served_access(self, version: int) -> dict[str, set[str]]:
+        """Per document in ``version``, the union of the groups its chunks are served to."""
+        data = _scan(self.checkout(version), ["doc_id", "access_groups"])
+        out: dict[str, set[str]] = {}
+        for doc_id, groups in zip(data.column("doc_id").to_pylist(), data.column("access_groups").to_pylist()):
+            out.setdefault(doc_id, set()).update(groups or [])
+        return out
+
+    def derive(self, version: int, *, delete: list[str], narrow: dict[str, list[str]],
+               retention: timedelta | None = None) -> int:
+        """A new latest version equal to ``version`` minus the rows of ``delete``, with the groups
+        of each document in ``narrow`` replaced by the (narrower) list given. Returns its number.
+
+        Only removes rows and narrows groups, so it needs no quality gate; the next ``sync``
+        re-applies any candidate changes on top of it (the table's latest version is what
+        ``sync`` reconciles against)."""
+        # A document left with no group is visible to nobody: removing it is the same, and lance
+        # cannot write an empty list literal.
+        delete = sorted(set(delete) | {d for d, g in narrow.items() if not g})
+        narrow = {d: g for d, g in narrow.items() if g}
+        table = self.open()
+        table.checkout(version)
+        table.restore()
+        for start in range(0, len(delete), _FILTER_BATCH):
+            table.delete(in_list("doc_id", delete[start : start + _FILTER_BATCH]))
+        for doc_id, groups in sorted(narrow.items()):
+            table.update(where=f"doc_id = {quote(doc_id)}", values={"access_groups": list(groups)})
+        self._ensure_indexes(table, 1 << 62)
+        optimize(table, retention)
+        return table.version
+
+    def prune(self, older_than: timedelta) -> None:
+        """Remove untagged versions older than ``older_than`` (tagged ones always stay)."""
+        optimize(self.open(), older_than)
 
     def cleanup(self, older_than: timedelta, keep_promoted: int = 5) -> dict:
         """Drop untagged versions older than ``older_than``; keep the last ``keep_promoted``

@@ -38,6 +38,8 @@ class ScanSummary:
     seconds: float = 0.0
     hashed: int = 0  # documents whose bytes had to be read this scan
     errors: list[str] = field(default_factory=list)  # whole sources that could not be listed
+    unavailable: dict[str, str] = field(default_factory=dict)  # source name -> why
+    changes: list = field(default_factory=list)  # ingest_platform.changes.DocChange, news first
 
     @property
     def changed(self) -> int:

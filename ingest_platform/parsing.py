@@ -606,6 +606,10 @@ def parse_bytes(data: bytes, filename: str, fmt: str | None, settings: ParsingSe
         data = _to_utf8(data, fmt)
     if fmt == "html":
         _check_html_limits(data)
+    if fmt in ("html", "md"):  # guardrails: mark hidden text and text-carrying link URLs
+        from ingest_platform.hidden_html import mark_hidden
+
+        data = mark_hidden(data, fmt)
     pdf = _pdf_facts(data) if fmt == "pdf" else None
     rows = _run_partitioner(data, filename, fmt, settings)
     if not rows:
@@ -786,19 +790,3 @@ def parse_many(
         return
     with ParserPool(settings) as own:
         yield from own.parse_many(items, settings)
-
-
-_SHARED: dict[tuple[int, int], ParserPool] = {}
-
-
-def shared_pool(settings: ParsingSettings) -> ParserPool:
-    """One pool per process and worker shape, reused across runs (a long-lived Dagster code server,
-    a test session) and stopped at exit: worker start-up costs seconds of imports."""
-    import atexit
-
-    key = (settings.workers, settings.max_memory_mb)
-    pool = _SHARED.get(key)
-    if pool is None:
-        pool = _SHARED[key] = ParserPool(settings)
-        atexit.register(pool.close)
-    return pool

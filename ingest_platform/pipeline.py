@@ -24,11 +24,12 @@ import pyarrow.compute as pc
 
 from ingest_platform import faults
 from ingest_platform import manifest as mf
+from ingest_platform.changes import manifest_changes
 from ingest_platform.config import Settings
 from ingest_platform.progress import Progress
 from ingest_platform.schemas import CHUNKS, ELEMENTS, ENRICHED, conform
 from ingest_platform.sources import RECORD_FORMAT, make_source
-from ingest_platform.storage import SegmentStore, atomic_write_parquet, read_parquet
+from ingest_platform.storage import SegmentStore, atomic_write_parquet, atomic_write_text, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,15 @@ def chunks_path(s: Settings) -> Path:
 
 def enriched_path(s: Settings) -> Path:
     return s.state / "enriched.parquet"
+
+
+def indexable_path(s: Settings) -> Path:
+    """The enriched chunks after the corpus-wide guardrails (``dedupe.finalize``): what is indexed."""
+    return s.state / "indexable.parquet"
+
+
+def corpus_report_path(s: Settings) -> Path:
+    return s.state / "corpus-report.json"
 
 
 def scans_log(s: Settings) -> Path:
@@ -73,36 +83,97 @@ def parse_fingerprint(s: Settings) -> str:
 
 
 def scan(settings: Settings, now: datetime | None = None) -> mf.ScanSummary:
-    """List every source, reconcile with the previous manifest, save it, log the scan per source."""
+    """List every source, reconcile with the previous manifest, save it, log the scan per source.
+
+    A source that cannot be listed is *unavailable*: its documents keep their last good rows (an
+    outage never reads as a deletion) and the scan log says why. A source that lost more than
+    ``[safety] max_deletion_ratio`` of its documents in one scan has the deletion held until an
+    operator confirms it (``ingest_platform.promotion``)."""
+    from ingest_platform import promotion
+    from ingest_platform.errors import SourceUnavailable
+
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     settings.state.mkdir(parents=True, exist_ok=True)
     previous = mf.load_manifest(settings.state)
-    items, unscanned, errors, scanned = [], set(), [], []
+    items, unavailable, scanned = [], {}, []
     for cfg in settings.sources:
         try:
-            items.extend(make_source(cfg, settings.default_access_groups).scan())
+            # Listed completely before anything is used: a listing that fails halfway must not
+            # leave half the documents looking deleted.
+            items.extend(list(make_source(cfg, settings.default_access_groups).scan()))
             scanned.append(cfg.name)
-        except (OSError, ValueError, ImportError) as exc:
-            unscanned.add(cfg.name)
-            errors.append(f"source {cfg.name!r} could not be listed: {exc}")
-            log.error(errors[-1])
+        except (SourceUnavailable, OSError, ValueError, ImportError) as exc:
+            why = str(exc) if isinstance(exc, SourceUnavailable) else f"{type(exc).__name__}: {exc}"
+            unavailable[cfg.name] = f"source {cfg.name!r} could not be listed: {why}"
+            log.warning("%s: its documents keep their last good state", unavailable[cfg.name])
     # Documents of a source that could not be listed are kept; of one no longer configured
     # (``--source`` replaces the configured sources), reported deleted.
     table, hashed = mf.reconcile(
         previous, items, pipeline_fingerprint=settings.pipeline_fingerprint(), now=now,
-        unscanned_sources=unscanned,
+        unscanned_sources=set(unavailable),
     )
+    table = mf.mark_failed(table, known_parse_failures(settings, table))
+    if not settings.safety.confirm_deletions:
+        _hold_sudden_drops(settings, previous, table, promotion.hold_deletions)
     faults.point("scan:before_save")
     mf.save_manifest(settings.state, table)
     summary = mf.summarize(table)
     with open(scans_log(settings), "a") as fh:
         for name in scanned:
             fh.write(json.dumps({"source": name, "at": now.isoformat(), "ok": True}) + "\n")
-        for name in unscanned:
-            fh.write(json.dumps({"source": name, "at": now.isoformat(), "ok": False}) + "\n")
+        for name, error in unavailable.items():
+            fh.write(json.dumps({"source": name, "at": now.isoformat(), "ok": False, "error": error}) + "\n")
     return mf.ScanSummary(summary["by_status"], summary["failures"], scanned,
-                          time.perf_counter() - started, hashed, errors)
+                          time.perf_counter() - started, hashed, list(unavailable.values()), unavailable,
+                          changes=manifest_changes(previous, table))
+
+
+def _hold_sudden_drops(settings: Settings, previous: pa.Table, current: pa.Table, hold) -> None:
+    before: dict[str, int] = {}
+    for row in previous.select(["source", "status"]).to_pylist():
+        if row["status"] != "deleted":
+            before[row["source"]] = before.get(row["source"], 0) + 1
+    gone: dict[str, list[dict]] = {}
+    for row in current.select(["doc_id", "source", "source_uri", "status", "access_groups"]).to_pylist():
+        if row["status"] == "deleted":
+            gone.setdefault(row["source"], []).append(row)
+    s = settings.safety
+    for source, rows in gone.items():
+        n = before.get(source, 0)
+        if n >= s.deletion_hold_min_documents and len(rows) / n > s.max_deletion_ratio:
+            hold(settings, source, n, rows)
+
+
+def unavailable_sources(settings: Settings) -> dict[str, str]:
+    """Sources whose most recent scan could not list them: name -> why."""
+    latest: dict[str, dict] = {}
+    path = scans_log(settings)
+    if path.exists():
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            latest[rec["source"]] = rec
+    configured = {c.name for c in settings.sources}
+    return {name: rec.get("error", "could not be listed") for name, rec in latest.items()
+            if not rec.get("ok") and name in configured}
+
+
+
+def known_parse_failures(settings: Settings, manifest) -> dict[str, str]:
+    """doc_id -> reason for live documents whose content already failed to parse with these parse
+    settings: the scan marks them failed at once, so the manifest and the parse step report the same
+    failures (the parse stage would re-mark them from its cache anyway)."""
+    fp = parse_fingerprint(settings)
+    rows = [r for r in manifest.select(["doc_id", "status", "content_sha256"]).to_pylist()
+            if r["status"] in mf.LIVE and r["content_sha256"]]
+    failures = failure_store(settings)
+    known = failures.keys()
+    wanted = {f"{r['content_sha256']}:{fp}" for r in rows} & set(known)
+    if not wanted:
+        return {}
+    ftab = failures.read(sorted(wanted))
+    reasons = dict(zip(ftab["cache_key"].to_pylist(), ftab["reason"].to_pylist()))
+    return {r["doc_id"]: reasons[k] for r in rows if (k := f"{r['content_sha256']}:{fp}") in reasons}
 
 
 def last_scans(settings: Settings) -> dict[str, datetime]:
@@ -128,7 +199,8 @@ class ParseSummary:
     failed: int = 0
     elements: int = 0
     seconds: float = 0.0
-    failures: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)  # every failed document: doc_id, source_uri, reason
+    new_failures: list[dict] = field(default_factory=list)  # those that failed in this run
 
 
 def record_elements(payload: bytes) -> pa.Table:
@@ -145,9 +217,13 @@ def record_elements(payload: bytes) -> pa.Table:
     return conform(pa.Table.from_pylist(rows), ELEMENTS) if rows else ELEMENTS.empty_table()
 
 
-def parse(settings: Settings, progress: ProgressFn = None) -> ParseSummary:
-    """Parse every live document whose content hash is not in the parse cache yet."""
-    from ingest_platform.parsing import ParseError, parse_many, shared_pool
+def parse(settings: Settings, progress: ProgressFn = None, pool=None) -> ParseSummary:
+    """Parse every live document whose content hash is not in the parse cache yet.
+
+    The parser worker processes live exactly as long as this call (unless the caller passes its own
+    ``pool``): a pool left for ``atexit`` outlived Dagster run workers, which do not run it, by
+    minutes at about 0.8 GB each."""
+    from ingest_platform.parsing import ParseError, ParserPool, parse_many
 
     started = time.perf_counter()
     summary = ParseSummary()
@@ -165,8 +241,14 @@ def parse(settings: Settings, progress: ProgressFn = None) -> ParseSummary:
             todo.setdefault(h, r)
     doc_failures: dict[str, str] = {}
     if todo:
-        doc_failures.update(_parse_todo(settings, todo, fp, elements, failures, summary, progress, ParseError,
-                                        lambda jobs, ps: parse_many(jobs, ps, pool=shared_pool(ps))))
+        own = pool is None
+        pool = pool or ParserPool(settings.parsing)  # workers start on the first document sent
+        try:
+            doc_failures.update(_parse_todo(settings, todo, fp, elements, failures, summary, progress, ParseError,
+                                            lambda jobs, ps: parse_many(jobs, ps, pool=pool)))
+        finally:
+            if own:
+                pool.close()
     # Re-mark failures from the cache (a document that failed before and did not change).
     cached_reasons = {}
     all_failed = failures.keys()
@@ -180,20 +262,29 @@ def parse(settings: Settings, progress: ProgressFn = None) -> ParseSummary:
             doc_failures[r["doc_id"]] = reason
     manifest = mf.mark_failed(manifest, doc_failures)
     mf.save_manifest(settings.state, manifest)
-    summary.failed = len(doc_failures)
+    # Every failed document (listing or parsing, this run or before): the same count the manifest
+    # and the checks report. ``new_failures``: the ones that failed in this run.
     summary.failures = [f for f in mf.summarize(manifest)["failures"]]
+    summary.failed = len(summary.failures)
+    tried = {r["doc_id"] for r in rows if r["content_sha256"] in todo}
+    summary.new_failures = [f for f in summary.failures if f["doc_id"] in tried]
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 def _parse_todo(settings, todo, fp, elements, failures, summary, progress, ParseError, parse_many) -> dict[str, str]:
     """Read and parse ``todo`` (content hash -> manifest row); returns doc_id -> transient reason."""
-    sources = {c.name: make_source(c, settings.default_access_groups) for c in settings.sources}
+    configs = {c.name: c for c in settings.sources}
     wanted = {r["doc_id"]: h for h, r in todo.items()}
     items = {}
     for name in {r["source"] for r in todo.values()}:
-        if name in sources:
-            items.update({i.doc_id: i for i in sources[name].scan() if i.doc_id in wanted})
+        if name not in configs:
+            continue
+        try:  # one source that cannot be listed now must not stop the others
+            items.update({i.doc_id: i for i in make_source(configs[name], settings.default_access_groups).scan()
+                          if i.doc_id in wanted})
+        except (OSError, ValueError, ImportError) as exc:
+            log.warning("source %r unavailable while parsing: %s", name, exc)
     transient: dict[str, str] = {}
     batch: list[pa.Table] = []
     fail_rows: list[dict] = []
@@ -205,8 +296,9 @@ def _parse_todo(settings, todo, fp, elements, failures, summary, progress, Parse
         if item is None or item.read is None:
             transient[doc_id] = "vanished: deleted or renamed between scan and parse"
             continue
-        if row["size"] > limit and row["format"] != RECORD_FORMAT:
-            fail_rows.append({"cache_key": f"{h}:{fp}", "reason": f"file exceeds max_file_bytes ({row['size']} > {limit})"})
+        if row["size"] > limit:  # records too: one huge record once made 12,510 chunks
+            what = "record" if row["format"] == RECORD_FORMAT else "file"
+            fail_rows.append({"cache_key": f"{h}:{fp}", "reason": f"{what} exceeds max_file_bytes ({row['size']} > {limit})"})
             continue
         try:
             data = item.read()
@@ -333,20 +425,69 @@ def enrich(settings: Settings) -> StageSummary:
     previous = read_parquet(enriched_path(settings), ENRICHED)
     keep, todo, dropped = _reconcile_output(previous, chunk_live)
     if not todo and not dropped and enriched_path(settings).exists():
+        if not _finalized(settings):  # a run killed between the two writes
+            finalize_corpus(settings, previous)
         return StageSummary(0, len(chunk_live), 0, previous.num_rows, time.perf_counter() - started)
     fresh = chunks.filter(pc.is_in(chunks["doc_id"], pa.array(todo, pa.string())))
     docs = live_rows.filter(pc.is_in(live_rows["doc_id"], pa.array(todo, pa.string())))
     enriched = enrich_chunks(
         fresh, docs, redact=settings.redact_sensitive, tokenizer=load_tokenizer(settings.embedding.model),
-        max_tokens=settings.chunking.max_tokens,
+        max_tokens=settings.chunking.max_tokens, risk_policy=risk_policies(settings),
     ) if fresh.num_rows else ENRICHED.empty_table()
     out = pa.concat_tables([conform(keep, ENRICHED), conform(enriched, ENRICHED)])
     atomic_write_parquet(out, enriched_path(settings))
+    finalize_corpus(settings, out)
     return StageSummary(len(todo), len(chunk_live) - len(todo), dropped, out.num_rows, time.perf_counter() - started)
 
 
 def load_enriched(settings: Settings) -> pa.Table:
+    """The enriched chunks as indexed: quarantined chunks out, boilerplate handled, near-duplicate
+    and superseded links set (``dedupe.finalize``)."""
+    if indexable_path(settings).exists():
+        return read_parquet(indexable_path(settings), ENRICHED)
+    return read_parquet(enriched_path(settings), ENRICHED)  # a state written before guardrails
+
+
+def load_enriched_documents(settings: Settings) -> pa.Table:
+    """The per-document enriched chunks, quarantined ones included (what the guardrails found)."""
     return read_parquet(enriched_path(settings), ENRICHED)
+
+
+def risk_policies(settings: Settings) -> dict[str, str]:
+    """Guardrail policy per source name (``risk_policy``, else ``[guardrails] policy``)."""
+    return {c.name: c.risk_policy or settings.guardrails.policy for c in settings.sources}
+
+
+def finalize_corpus(settings: Settings, enriched: pa.Table):
+    """Write the indexable chunks and the corpus report from the per-document ``enriched`` chunks."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from ingest_platform.chunking import count_tokens
+    from ingest_platform.dedupe import finalize
+    from ingest_platform.models import load_tokenizer
+
+    sig_path = settings.state / "minhash.parquet"
+    signatures = {}
+    if sig_path.exists():
+        cached = pq.read_table(sig_path).to_pydict()
+        signatures = {k: (None if v is None else np.asarray(v, dtype=np.uint64))
+                      for k, v in zip(cached["key"], cached["hashvalues"])}
+    table, report = finalize(
+        enriched, settings.guardrails,
+        lambda texts: count_tokens(load_tokenizer(settings.embedding.model), texts), signatures,
+    )
+    atomic_write_parquet(pa.table({"key": pa.array(list(signatures), pa.string()),
+                                   "hashvalues": pa.array([None if v is None else v.tolist() for v in signatures.values()],
+                                                          pa.list_(pa.uint64()))}), sig_path)
+    atomic_write_text(json.dumps(report.to_dict(), indent=1, sort_keys=True), corpus_report_path(settings))
+    atomic_write_parquet(table, indexable_path(settings))
+    return report
+
+
+def _finalized(settings: Settings) -> bool:
+    final, enriched = indexable_path(settings), enriched_path(settings)
+    return final.exists() and final.stat().st_mtime_ns >= enriched.stat().st_mtime_ns
 
 
 # ---- embed & index ------------------------------------------------------------------------------
@@ -383,14 +524,35 @@ def index_store(settings: Settings):
 
 
 def run_all(settings: Settings, *, promote: bool = True, embedder=None) -> dict:
-    """Every stage in order without Dagster (benchmarks, notebooks). Returns per-stage summaries."""
+    """Every stage in order without Dagster (benchmarks, notebooks). Returns per-stage summaries.
+
+    Holds the home's writer lock. Revocations and deletions reach production right after the scan
+    (the fast path); with ``promote`` the candidate is judged by the same gates the Dagster checks
+    record and goes through the one promotion door, which may refuse (``out["promotion"]`` says why).
+    """
+    from ingest_platform import promotion
+    from ingest_platform.errors import PromotionRefused
+    from ingest_platform.locking import writer_lock
+
     out: dict = {}
-    for name, fn in (("scan", lambda: scan(settings)), ("parse", lambda: parse(settings)),
-                     ("chunk", lambda: chunk(settings)), ("enrich", lambda: enrich(settings)),
-                     ("embed", lambda: embed(settings, embedder)), ("index", lambda: build_index(settings, embedder))):
-        t = time.perf_counter()
-        result = fn()
-        out[name] = {**asdict(result), "wall_s": time.perf_counter() - t}
-    if promote and out["index"]["wrote"] or promote and "production" not in index_store(settings).tags():
-        index_store(settings).promote(why="run_all")
+    with writer_lock(settings.home, what="run_all"):
+        for name, fn in (("scan", lambda: scan(settings)),
+                         ("revoke", lambda: promotion.apply_revocations(settings, why="run_all fast path")),
+                         ("parse", lambda: parse(settings)),
+                         ("chunk", lambda: chunk(settings)), ("enrich", lambda: enrich(settings)),
+                         ("embed", lambda: embed(settings, embedder)), ("index", lambda: build_index(settings, embedder))):
+            t = time.perf_counter()
+            result = fn()
+            out[name] = {**(asdict(result) if result is not None else {}), "wall_s": time.perf_counter() - t}
+        tags = index_store(settings).tags()
+        if promote and tags.get("candidate") != tags.get("production"):
+            version = tags["candidate"]
+            try:
+                promotion.judge(settings, version)
+                event = promotion.promote(settings, version, why="run_all")
+                out["promotion"] = {"promoted": True, **asdict(event)}
+            except PromotionRefused as exc:
+                log.warning("not promoted: %s", exc)
+                out["promotion"] = {"promoted": False, "reason": str(exc)}
+        out["purge"] = promotion.purge_revoked(settings)
     return out

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ingest_platform.config import Settings
+from ingest_platform.quality_words import in_words
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ def _validate(name: str, df, expectations: list, key: str) -> tuple[dict, list[d
         res = r.result or {}
         error = (r.exception_info or {}).get("exception_message") if (r.exception_info or {}).get("raised_exception") else None
         summaries.append({
+            "in_words": in_words(cfg.type, kwargs, res, bool(r.success)),
             "expectation": cfg.type, "column": kwargs.get("column"), "success": bool(r.success),
             "observed": _plain(res.get("observed_value")), "unexpected_count": res.get("unexpected_count"),
             "unexpected_percent": None if res.get("unexpected_percent") is None else round(res["unexpected_percent"], 3),

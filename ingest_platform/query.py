@@ -22,8 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from ingest_platform import rewrite, traces
 from ingest_platform.config import PUBLIC_GROUP, Settings, load_settings
+from ingest_platform.dedupe import GUARD_COLUMNS, collapse_hits, hit_flags
 from ingest_platform.index import PRODUCTION, IndexError_, IndexStore, quote
+from ingest_platform.rewrite import GlossaryRewriter, QueryRewriter
+from ingest_platform.semantic_cache import SemanticCache
+from ingest_platform.traces import new_trace_id
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +63,19 @@ class Hit:
     score: float
     ranks: dict[str, int | None]
     citation: Citation
+    # What the guardrails found in the chunk (``ingest_platform.guardrails.RISK_TYPES``, plus
+    # ``superseded`` when a newer version of the document exists); empty when clean. A serving app
+    # can drop or fence a flagged passage.
+    risk_flags: list[str] = field(default_factory=list)
+    dup_group: str | None = None  # near-duplicate group (its representative document), if any
+    superseded_by: str | None = None  # the newer document that supersedes this one, if any
 
     def to_json(self) -> dict:
         return {
             "chunk_id": self.chunk_id, "doc_id": self.doc_id, "text": self.text, "score": self.score,
             "ranks": self.ranks, "source_uri": self.citation.source_uri, "title": self.citation.title,
             "heading_path": self.citation.heading_path, "page": self.citation.page,
+            "risk_flags": list(self.risk_flags), "dup_group": self.dup_group, "superseded_by": self.superseded_by,
         }
 
 
@@ -75,10 +87,19 @@ class SearchResult:
     hits: list[Hit]
     timings_ms: dict[str, float] = field(default_factory=dict)
     cached: bool = False
+    # The id of this answer's trace line: what feedback (``Retriever.feedback``) points at.
+    trace_id: str = ""
+    # Cosine similarity of the best vector candidate (None in keyword mode): unlike fused scores,
+    # which are relative to the query's own candidates, an absolute sign of an unanswered query.
+    top_similarity: float | None = None
+    # What the query rewriter made of the query, per side ({"vector": ..., "keyword": ...}); None
+    # when there is no rewriter or it changed nothing.
+    rewritten: dict[str, str] | None = None
 
     def to_json(self) -> dict:
-        return {"index_version": self.index_version, "mode": self.mode, "query": self.query,
-                "hits": [h.to_json() for h in self.hits], "timings_ms": self.timings_ms}
+        return {"trace_id": self.trace_id, "index_version": self.index_version, "mode": self.mode,
+                "query": self.query, "hits": [h.to_json() for h in self.hits], "timings_ms": self.timings_ms,
+                **({"rewritten": self.rewritten} if self.rewritten else {})}
 
 
 class Reranker(Protocol):
@@ -183,15 +204,43 @@ def keyword_query(text: str):
 # ---- the retriever ------------------------------------------------------------------------------
 
 
+def _require_operator(settings: Settings, ref: str | int, operator: bool) -> None:
+    """Reading anything but ``production`` (an old or unpromoted version, which may still hold
+    revoked or deleted documents) is an operator action: the caller must say so, and be the owner
+    of the state folder or listed in ``[query] operators``."""
+    from ingest_platform.errors import OperatorOnly
+
+    if not operator:
+        raise OperatorOnly(f"reading version {ref!r} is an operator action (it may hold revoked or deleted "
+                           "documents): serving reads production; pass operator=True / --operator")
+    import getpass
+
+    user = getpass.getuser()
+    try:
+        owner = os.stat(settings.state).st_uid == os.getuid()
+    except OSError:
+        owner = False
+    if not owner and user not in settings.query.operators:
+        raise OperatorOnly(f"user {user!r} may not read version {ref!r}: not the owner of {settings.state} "
+                           "and not in [query] operators")
+
+
 @dataclass
 class _Pinned:
     version: int
     table: Any
     model_spec: str
+    columns: tuple[str, ...] = tuple(_RESULT_COLUMNS)  # plus the guard columns the version has
 
 
 class Retriever:
-    """Long-lived search over one index. Safe to share across threads."""
+    """Long-lived search over one index. Safe to share across threads.
+
+    Parameters beyond the settings: ``ref`` (tag or version to serve), ``reranker``
+    (``f(query, hits) -> hits``), ``trace`` (write a trace line per query; default ``[query] trace``),
+    ``cache_size`` (exact-match result cache), ``rewriter`` (``f(query) -> str | rewrite.Rewrite``;
+    default the ``[query] glossary`` rewriter when one is configured).
+    """
 
     def __init__(
         self,
@@ -202,19 +251,29 @@ class Retriever:
         reranker: Reranker | None = None,
         trace: bool | None = None,
         cache_size: int | None = None,
+        operator: bool = False,
+        rewriter: QueryRewriter | None = None,
     ):
         self.settings = settings or load_settings(home=home)
         if home is not None:
             self.settings = self.settings.model_copy(update={"home": Path(home)})
         q = self.settings.query
+        if ref != PRODUCTION:
+            _require_operator(self.settings, ref, operator)
         self.ref = ref
         self.store = IndexStore(self.settings.lancedb_uri, self.settings.index.table, home=self.settings.state)
         self.reranker = reranker
         if reranker is None and q.reranker_model:
             self.reranker = CrossEncoderReranker(q.reranker_model, self.settings.embedding.device)
         self.trace_enabled = q.trace if trace is None else trace
+        # f(query) -> str | Rewrite (ingest_platform/rewrite.py); default: the [query] glossary.
+        self.rewriter = rewriter
+        if rewriter is None and q.glossary:
+            self.rewriter = GlossaryRewriter(q.glossary)
         self._cache: OrderedDict[tuple, SearchResult] = OrderedDict()
         self._cache_size = q.cache_size if cache_size is None else cache_size
+        self._semantic = (SemanticCache(q.semantic_cache_threshold, self._cache_size or q.cache_size)
+                          if q.semantic_cache_threshold else None)
         self._lock = threading.Lock()
         self._trace_lock = threading.Lock()
         self._pinned: _Pinned | None = None
@@ -241,8 +300,13 @@ class Retriever:
                 return self._pinned
             version = self.store.version_of(self.ref)
             if self._pinned is None or self._pinned.version != version:
+                # A fresh connection per version: the old one, and the index files of the old
+                # version it kept open, are released with it (one leaked per promotion otherwise).
+                self.store = IndexStore(self.settings.lancedb_uri, self.settings.index.table, home=self.settings.state)
                 table = self.store.checkout(version)
-                self._pinned = _Pinned(version, table, self.store.model(table)[1])
+                names = set(table.schema.names)
+                self._pinned = _Pinned(version, table, self.store.model(table)[1],
+                                       (*_RESULT_COLUMNS, *(c for c in GUARD_COLUMNS if c in names)))
             # A promotion records its move before it moves the tag. Caught in between, the tag
             # still names the old version: look again on the next query rather than settle on
             # this history (which will not change again) and serve the old version until the
@@ -278,8 +342,46 @@ class Retriever:
         mode: Mode = "hybrid",
         filters: dict[str, Any] | None = None,
         groups: list[str] | str | None = None,
+        collapse_duplicates: bool | None = None,
+        include_superseded: bool | None = None,
     ) -> SearchResult:
+        """The ``k`` best chunks for ``query`` that the caller's ``groups`` may see.
+
+        Parameters
+        ----------
+        query: the user's text (control characters dropped, capped at ``[query] max_query_chars``).
+        k: hits to return, 1 to ``[query] max_k``.
+        mode: ``"hybrid"`` (vector + BM25, fused), ``"vector"`` or ``"keyword"``.
+        filters: column -> value or list of values, e.g. ``{"format": ["pdf", "md"]}``.
+        groups: the caller's access groups (default ``["public"]``).
+        collapse_duplicates: one hit per near-duplicate document group (default ``[guardrails]
+            collapse_near_duplicates``, on).
+        include_superseded: keep chunks of documents a newer version supersedes (default off).
+
+        Returns
+        -------
+        SearchResult: hits best first (each with its ``risk_flags``), the index version answered
+        from, timings, and the ``trace_id`` of the trace line written for this answer (what
+        feedback points at). A refused or failed query is traced too (with its error), then raises.
+
+        Example
+        -------
+        >>> result = Retriever(home=".ingest-state").search("refund window", k=3)
+        >>> result.trace_id, [h.doc_id for h in result.hits]
+        """
+        trace_id = new_trace_id()
+        try:
+            return self._search(query, k, mode, filters, groups, trace_id, collapse_duplicates, include_superseded)
+        except Exception as exc:
+            self._trace_error(trace_id, query, k, mode, filters, groups, exc)
+            raise
+
+    def _search(self, query, k, mode, filters, groups, trace_id: str, collapse_duplicates: bool | None = None,
+                include_superseded: bool | None = None) -> SearchResult:
         q = self.settings.query
+        g = self.settings.guardrails
+        collapse = g.collapse_near_duplicates if collapse_duplicates is None else bool(collapse_duplicates)
+        superseded = g.include_superseded if include_superseded is None else bool(include_superseded)
         t0 = time.perf_counter()
         text = _clean_query(query, q.max_query_chars)
         k = _check_k(k, q.max_k)
@@ -288,63 +390,100 @@ class Retriever:
         caller = _groups(groups)
         where_meta = metadata_filter(filters)
         pinned = self._pin()
-        key = (pinned.version, text, k, mode, where_meta, caller)
+        if not superseded and "superseded_by" in pinned.columns:
+            where_meta = " AND ".join(w for w in (where_meta, "superseded_by IS NULL") if w)
+        key = (pinned.version, text, k, mode, where_meta, caller, collapse)
         if self._cache_size:
             with self._lock:
                 hit = self._cache.get(key)
                 if hit is not None:
                     self._cache.move_to_end(key)
             if hit is not None:
-                result = SearchResult(text, mode, pinned.version, list(hit.hits), {"total": _ms(t0)}, cached=True)
+                result = SearchResult(text, mode, pinned.version, list(hit.hits), {"total": _ms(t0)}, cached=True,
+                                      trace_id=trace_id, top_similarity=hit.top_similarity, rewritten=hit.rewritten)
                 self._trace(result, k, filters, caller)
                 return result
         timings: dict[str, float] = {}
-        hits = [] if not caller else self._run(pinned, text, k, mode, where_meta, caller, timings)
+        # Collapsing near-duplicates drops hits: fetch more, keep the best of each group.
+        fetch = min(q.max_k, k * 3 + 10) if collapse and "dup_group" in pinned.columns else k
+        signals: dict[str, Any] = {}
+        rw = rewrite.apply(self.rewriter, text) if self.rewriter is not None else None
+        scope = vec = None
+        if self._semantic is not None and mode != "keyword" and caller:
+            scope = (pinned.version, k, mode, where_meta, caller, collapse)
+            vec = self._encoder(pinned).encode_query(rw.vector if rw else text)  # memoised for _run
+            found = self._semantic.get(scope, vec)
+            if found is not None:
+                near, source, similarity = found
+                result = SearchResult(text, mode, pinned.version, list(near.hits), {"total": _ms(t0)}, cached=True,
+                                      trace_id=trace_id, top_similarity=near.top_similarity, rewritten=near.rewritten)
+                self._trace(result, k, filters, caller, {"semantic_cache": {"query": source, "similarity": round(similarity, 4)}})
+                return result
+        hits = [] if not caller else self._run(pinned, rw.vector if rw else text, fetch, mode, where_meta, caller, timings,
+                                              signals=signals, keyword_text=rw.keyword if rw else None)
+        hits = collapse_hits(hits, k, collapse_near_duplicates=collapse)
         if self.reranker is not None and hits:
             t = time.perf_counter()
             hits = self.reranker(text, hits)[:k]
             timings["rerank"] = _ms(t)
         timings["total"] = _ms(t0)
-        result = SearchResult(text, mode, pinned.version, hits, timings)
+        result = SearchResult(text, mode, pinned.version, hits, timings, trace_id=trace_id,
+                              top_similarity=signals.get("top_similarity"),
+                              rewritten={"vector": rw.vector, "keyword": rw.keyword} if rw else None)
         if self._cache_size:
             with self._lock:
                 self._cache[key] = result
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
+        if scope is not None:
+            self._semantic.put(scope, text, vec, result)
         self._trace(result, k, filters, caller)
         return result
 
-    def _run(self, pinned: _Pinned, text, k, mode, where_meta, caller, timings) -> list[Hit]:
+    def _run(self, pinned: _Pinned, text, k, mode, where_meta, caller, timings, *, signals=None,
+             keyword_text: str | None = None) -> list[Hit]:
         q = self.settings.query
         where = access_filter(caller) + (f" AND {where_meta}" if where_meta else "")
         depth = max(k, q.candidates) if mode == "hybrid" else k
+        # The vector side may fetch fewer than k: fusion fills the rest from the keyword candidates.
+        vector_depth = q.vector_candidates if mode == "hybrid" and q.vector_candidates else depth
         ranked: dict[str, list[dict]] = {}
         keyword = None
         if mode == "hybrid":
             # BM25 runs on a worker thread while the query is embedded and the vectors searched:
             # LanceDB and torch release the GIL, so hybrid latency is the longer path, not the sum.
-            keyword = self._executor().submit(self._timed_keyword, pinned.table, text, where, depth)
+            keyword = self._executor().submit(self._timed_keyword, pinned.table, keyword_text or text, where, depth,
+                                              pinned.columns)
         if mode in ("vector", "hybrid"):
-            from ingest_platform.embedding import get_embedder
-
             t = time.perf_counter()
-            vec = get_embedder(pinned.model_spec, self.settings.embedding.device).encode_query(text)
+            vec = self._encoder(pinned).encode_query(text)
             timings["embed"] = _ms(t)
             t = time.perf_counter()
             ranked["vector"] = (
                 pinned.table.search(vec, vector_column_name="vector").distance_type("cosine")
-                .where(where, prefilter=True).select([*_RESULT_COLUMNS, "_distance"]).limit(depth)
+                .where(where, prefilter=True).select([*pinned.columns, "_distance"]).limit(vector_depth)
                 .to_arrow().to_pylist()
             )
             timings["vector"] = _ms(t)
+            if signals is not None and ranked["vector"]:  # for the trace: an absolute relevance signal
+                signals["top_similarity"] = round(1.0 - ranked["vector"][0]["_distance"], 4)
         if keyword is not None:
             ranked["keyword"], timings["keyword"] = keyword.result()
         elif mode == "keyword":
-            ranked["keyword"], timings["keyword"] = self._timed_keyword(pinned.table, text, where, depth)
+            ranked["keyword"], timings["keyword"] = self._timed_keyword(pinned.table, keyword_text or text, where, depth,
+                                                                        pinned.columns)
         t = time.perf_counter()
         hits = fuse(ranked, {"vector": q.vector_weight, "keyword": q.keyword_weight}, q.rrf_k, k, method=q.fusion)
+        _attach_guard_fields(hits, ranked)
         timings["fuse"] = _ms(t)
         return hits
+
+    def _encoder(self, pinned: _Pinned):
+        """The query encoder of the pinned version's model ([query] encoder: torch or onnx)."""
+        from ingest_platform.query_encoder import get_query_encoder
+
+        return get_query_encoder(pinned.model_spec, self.settings.embedding.device, self.settings.query.encoder,
+                                 str(self.settings.state / "models"))
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -353,17 +492,18 @@ class Retriever:
                     self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="retriever-keyword")
         return self._pool
 
-    def _timed_keyword(self, table, text: str, where: str, depth: int) -> tuple[list[dict], float]:
+    def _timed_keyword(self, table, text: str, where: str, depth: int,
+                       columns: tuple[str, ...] = tuple(_RESULT_COLUMNS)) -> tuple[list[dict], float]:
         t = time.perf_counter()
-        rows = self._keyword(table, text, where, depth)
+        rows = self._keyword(table, text, where, depth, columns)
         return rows, _ms(t)
 
     @staticmethod
-    def _keyword(table, text: str, where: str, depth: int) -> list[dict]:
+    def _keyword(table, text: str, where: str, depth: int, columns: tuple[str, ...] = tuple(_RESULT_COLUMNS)) -> list[dict]:
         try:
             return (
                 table.search(keyword_query(text), query_type="fts").where(where, prefilter=True)
-                .select([*_RESULT_COLUMNS, "_score"]).limit(depth).to_arrow().to_pylist()
+                .select([*columns, "_score"]).limit(depth).to_arrow().to_pylist()
             )
         except ValueError as exc:
             # A query made only of stop words or punctuation has no terms: no keyword hits.
@@ -371,23 +511,101 @@ class Retriever:
                 return []
             raise
 
-    # -- tracing --
-    def _trace(self, result: SearchResult, k: int, filters, caller) -> None:
+    # -- serving helpers (the work is done in their own modules) --
+    def feedback(self, trace_id: str, *, doc_id: str, relevant: bool, note: str | None = None,
+                 judge: str | None = None):
+        """Record whether ``doc_id`` answers the query of ``trace_id`` (append-only, with who and when).
+
+        Parameters
+        ----------
+        trace_id: a ``SearchResult.trace_id`` (the query must have been traced).
+        doc_id: the judged document; it need not be among the hits, but must be in the index
+            version that answered and visible to the query's groups.
+        relevant: True when the document answers the query.
+        note: free text for the reviewer (at most 2,000 characters).
+        judge: who judged (default: ``INGEST_PLATFORM_JUDGE`` or the operating-system user).
+
+        Returns
+        -------
+        feedback.Feedback: the stored judgement. Raises ``feedback.FeedbackError`` (a
+        ``ValueError``) with a one-line reason for an unknown trace or document.
+
+        Example
+        -------
+        >>> r = retriever.search("refund window")
+        >>> retriever.feedback(r.trace_id, doc_id=r.hits[0].doc_id, relevant=True)
+        """
+        from ingest_platform import feedback
+
+        return feedback.record(self.settings.state, self.store, trace_id, doc_id, relevant, note, judge)
+
+    def context(self, query: str, max_tokens: int = 1024, *, k: int = 20, mode: Mode = "hybrid",
+                filters: dict[str, Any] | None = None, groups: list[str] | str | None = None,
+                count_tokens=None):
+        """The hits for ``query`` packed into ``max_tokens`` tokens, ready to hand to a model.
+
+        Overlapping chunks of one document are merged into one passage, duplicate texts are kept
+        once, and each passage carries a numbered citation. See ``ingest_platform.context``.
+
+        Parameters
+        ----------
+        query, mode, filters, groups: as for ``search``.
+        max_tokens: the budget for the whole context text, headers included.
+        k: hits retrieved to choose from (more than fit, so the budget is filled).
+        count_tokens: ``f(texts) -> list[int]`` counting in the generator's tokenizer; default the
+            embedding model's own tokenizer.
+
+        Returns
+        -------
+        context.Context: ``text`` (the packed passages), ``passages`` (each with its citation and
+        chunk ids), ``tokens``, ``trace_id`` and ``index_version``.
+
+        Example
+        -------
+        >>> ctx = retriever.context("refund window for annual plans", max_tokens=500)
+        >>> prompt = f"Answer from these sources:\n{ctx.text}\n\nQuestion: ..."
+        """
+        from ingest_platform import context as ctx
+
+        result = self.search(query, k, mode=mode, filters=filters, groups=groups)
+        counter = count_tokens or ctx.tokenizer_counter(self._pin().model_spec)
+        return ctx.pack(result, max_tokens, counter)
+
+    # -- tracing (the line format and files: ingest_platform/traces.py) --
+    def _trace(self, result: SearchResult, k: int, filters, caller, extra: dict | None = None) -> None:
         if not self.trace_enabled:
             return
         record = {
-            "at": datetime.now(UTC).isoformat(), "query": result.query, "mode": result.mode, "k": k,
+            "trace_id": result.trace_id, "at": datetime.now(UTC).isoformat(), "query": result.query,
+            "mode": result.mode, "k": k,
             "filters": json.dumps(filters, sort_keys=True, default=str) if filters else None,
             "groups": list(caller), "index_version": result.index_version, "cached": result.cached,
-            "hit_ids": [h.chunk_id for h in result.hits], "timings_ms": result.timings_ms,
+            "hit_ids": [h.chunk_id for h in result.hits], "hit_doc_ids": [h.doc_id for h in result.hits],
+            "hit_scores": [h.score for h in result.hits], "top_similarity": result.top_similarity,
+            "rewritten": result.rewritten,
+            "timings_ms": result.timings_ms, "error": None, **(extra or {}),
         }
-        folder = self.settings.state / "traces"
-        line = json.dumps(record, ensure_ascii=False) + "\n"
         with self._trace_lock:
-            folder.mkdir(parents=True, exist_ok=True)
-            # One O_APPEND write per line: lines from several processes never interleave.
-            with open(folder / f"queries-{datetime.now(UTC):%Y%m%d}.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(line)
+            traces.append(self.settings.state, record)
+
+    def _trace_error(self, trace_id: str, query, k, mode, filters, groups, exc: Exception) -> None:
+        """A refused query (``QueryError``: bad input) or a failed one (anything else), traced so the
+        error rate is measured where it happens."""
+        if not self.trace_enabled:
+            return
+        record = {
+            "trace_id": trace_id, "at": datetime.now(UTC).isoformat(),
+            "query": query[:1000] if isinstance(query, str) else repr(query)[:200], "mode": str(mode), "k": k,
+            "filters": json.dumps(filters, sort_keys=True, default=str) if filters else None,
+            "groups": groups if isinstance(groups, (list, str)) else None, "hit_ids": [],
+            "error": f"{type(exc).__name__}: {exc}"[:500],
+            "error_kind": "refused" if isinstance(exc, QueryError) else "failed",
+        }
+        try:
+            with self._trace_lock:
+                traces.append(self.settings.state, record)
+        except OSError:  # tracing must never replace the caller's error with its own
+            log.warning("could not write the trace of a failed query", exc_info=True)
 
 
 # Each retriever's own relevance score, higher is better: cosine similarity, BM25.
@@ -456,6 +674,15 @@ def fuse(ranked: dict[str, list[dict]], weights: dict[str, float], rrf_k: int, k
     ]
 
 
+def _attach_guard_fields(hits: list[Hit], ranked: dict[str, list[dict]]) -> None:
+    """Copy the guard columns (risk flags, near-duplicate group, superseded-by) onto the hits."""
+    rows = {row["chunk_id"]: row for results in ranked.values() for row in results}
+    for hit in hits:
+        row = rows.get(hit.chunk_id, {})
+        hit.risk_flags = hit_flags(row)
+        hit.dup_group, hit.superseded_by = row.get("dup_group"), row.get("superseded_by")
+
+
 def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000, 3)
 
@@ -472,6 +699,8 @@ def search(
     filters: dict[str, Any] | None = None,
     groups: list[str] | str | None = None,
     home: str | os.PathLike | None = None,
+    collapse_duplicates: bool | None = None,
+    include_superseded: bool | None = None,
 ) -> SearchResult:
     """One-off search of the production index; reuses one Retriever per home within a process."""
     settings = load_settings(home=home)
@@ -480,7 +709,8 @@ def search(
         retriever = _default.get(key)
         if retriever is None:
             retriever = _default[key] = Retriever(settings=settings)
-    return retriever.search(query, k, mode=mode, filters=filters, groups=groups)
+    return retriever.search(query, k, mode=mode, filters=filters, groups=groups,
+                            collapse_duplicates=collapse_duplicates, include_superseded=include_superseded)
 
 
 __all__ = ["search", "Retriever", "SearchResult", "Hit", "Citation", "QueryError", "IndexError_", "fuse"]

@@ -95,6 +95,15 @@ ENRICHED = pa.schema(
         ("sensitive_counts_json", pa.string()),  # {"email": 2, "phone": 1}
         ("redacted", pa.bool_()),
         ("metadata_json", pa.string()),
+        # Guardrails (ingest_platform.guardrails): risk types found in the chunk, their counts, and
+        # whether the source's policy keeps it out of the index (never true in the index itself).
+        ("risk_flags", pa.list_(pa.string())),
+        ("risk_counts_json", pa.string()),  # {"hidden_html": 1, "instruction_override": 2}
+        ("quarantined", pa.bool_()),
+        # Corpus-wide (ingest_platform.dedupe): the near-duplicate group (its representative
+        # document's id) and the newer document that supersedes this one, else null.
+        ("dup_group", pa.string()),
+        ("superseded_by", pa.string()),
     ]
 )
 

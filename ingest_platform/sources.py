@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 from ingest_platform.config import SourceConfig
+from ingest_platform.errors import SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ def resolve_groups(
 def _validate_groups(value) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(g, str) and g for g in value):
         raise ValueError("access_groups must be a list of non-empty strings")
+    if any(ord(c) < 32 for g in value for c in g):
+        raise ValueError("access_groups may not contain control characters")
     return value
 
 
@@ -160,9 +163,22 @@ class DirectorySource(Source):
 
     def scan(self) -> Iterator[ScanItem]:
         if not self.root.is_dir():
-            raise FileNotFoundError(f"source {self.name!r}: folder {self.root} does not exist")
+            raise SourceUnavailable(f"folder {self.root} does not exist")
+        try:
+            empty = next(os.scandir(self.root), None) is None
+        except OSError as exc:
+            raise SourceUnavailable(f"folder {self.root} cannot be read: "
+                                    f"{exc.strerror or exc}") from None
+        if empty:
+            # An unmounted share looks exactly like this; a real removal of every document is
+            # done by removing the source from the configuration.
+            raise SourceUnavailable(f"folder {self.root} is empty (not mounted?)")
         real_root = self.root.resolve()
-        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
+
+        def fail(exc: OSError) -> None:  # os.walk swallows listing errors unless told otherwise
+            raise SourceUnavailable(f"cannot list {exc.filename}: {exc.strerror or exc}")
+
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False, onerror=fail):
             dirnames.sort()
             names = set(filenames)
             for d in list(dirnames):
@@ -173,7 +189,9 @@ class DirectorySource(Source):
                     if _selected(rel, self.cfg) or _selected(rel + "/x", self.cfg):
                         yield self._failed(rel, "symlink to a folder: not followed")
             for fname in sorted(filenames):
-                if fname.endswith(SIDECAR_SUFFIX) and fname[: -len(SIDECAR_SUFFIX)] in names:
+                if fname.endswith(SIDECAR_SUFFIX):  # metadata of a document, never one itself
+                    if fname[: -len(SIDECAR_SUFFIX)] not in names:
+                        log.info("orphan sidecar %s skipped: its document is gone", Path(dirpath, fname))
                     continue
                 full = Path(dirpath, fname)
                 rel = full.relative_to(self.root).as_posix()
@@ -229,7 +247,10 @@ class FsspecSource(Source):
         super().__init__(cfg, default_groups)
         import fsspec
 
-        self.fs, self.root = fsspec.core.url_to_fs(cfg.path)
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(cfg.path)
+        except (ImportError, ValueError) as exc:  # e.g. s3:// without s3fs installed
+            raise SourceUnavailable(f"cannot open {cfg.path}: {exc}") from None
         self.root = self.root.rstrip("/")
         self.protocol = cfg.path.split("://", 1)[0] if "://" in cfg.path else "file"
 
@@ -237,15 +258,24 @@ class FsspecSource(Source):
         return f"{self.protocol}://{path}" if not path.startswith(f"{self.protocol}://") else path
 
     def scan(self) -> Iterator[ScanItem]:
-        if not self.fs.exists(self.root):
-            raise FileNotFoundError(f"source {self.name!r}: {self.cfg.path} does not exist")
-        entries = self.fs.find(self.root, detail=True)
+        try:
+            if not self.fs.exists(self.root):
+                raise SourceUnavailable(f"{self.cfg.path} does not exist")
+            # fsspec's default drops folders it cannot read; a partial listing would look like deletions.
+            entries = self.fs.find(self.root, detail=True, on_error="raise")
+        except SourceUnavailable:
+            raise
+        except Exception as exc:  # each driver has its own errors (botocore, gcsfs, ...)
+            raise SourceUnavailable(f"cannot list {self.cfg.path}: "
+                                    f"{type(exc).__name__}: {exc}") from None
+        if not any(info.get("type") != "directory" for info in entries.values()):
+            raise SourceUnavailable(f"{self.cfg.path} is empty (not mounted?)")
         names = set(entries)
         for path in sorted(entries):
             info = entries[path]
             if info.get("type") == "directory":
                 continue
-            if path.endswith(SIDECAR_SUFFIX) and path[: -len(SIDECAR_SUFFIX)] in names:
+            if path.endswith(SIDECAR_SUFFIX):
                 continue
             rel = path[len(self.root) :].lstrip("/")
             if not _selected(rel, self.cfg):
@@ -348,6 +378,8 @@ class RecordSource(Source):
         rid = None if record is None else record.get("_id", record.get("id", record.get("doc_id")))
         rid = None if rid is None else str(rid)
         key = rid or f"{Path(uri).name}@{where}"
+        if any(ord(c) < 32 for c in key):
+            key = f"{Path(uri).name}@{where}"
         base = dict(
             doc_id=self.doc_id(key), source=self.name, source_uri=f"{_as_uri(uri)}#{key}",
             relpath=key, size=0, mtime=mtime, access_groups=[], format_hint=RECORD_FORMAT,
@@ -356,6 +388,9 @@ class RecordSource(Source):
             return ScanItem(**base, error=error)
         if not rid:
             return ScanItem(**base, error=f"record at {where} has no id (_id, id or doc_id)")
+        if any(ord(c) < 32 for c in rid):
+            # It would reach SQL filters, where NUL cannot be expressed: refused here, once.
+            return ScanItem(**base, error=f"record at {where}: id {rid!r} contains control characters")
         if rid in seen:
             # Its own doc id, so the manifest records the skipped duplicate instead of folding it
             # into the first record of that id.

@@ -2,6 +2,8 @@
 
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -45,14 +47,22 @@ class EmbedderResource(dg.ConfigurableResource):
 
 
 class IndexStoreResource(dg.ConfigurableResource):
-    """The LanceDB chunks table and its tags."""
+    """The LanceDB chunks table and its tags. A run that writes the index holds the home's writer
+    lock while this resource is alive, so a run launched from the UI or a sensor and a CLI run
+    never write the same state at once (the second waits up to ``lock_wait_s``)."""
 
     platform: PlatformSettings
+    lock_wait_s: float = 900.0
     _store = PrivateAttr(default=None)
 
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator["IndexStoreResource"]:
+        from ingest_platform.locking import writer_lock
+
         s = self.platform.get()
-        self._store = IndexStore(s.lancedb_uri, s.index.table, home=s.state)
+        with writer_lock(s.home, what=f"dagster run {context.run_id}", wait_s=self.lock_wait_s):
+            self._store = IndexStore(s.lancedb_uri, s.index.table, home=s.state)
+            yield self
 
     @property
     def store(self) -> IndexStore:

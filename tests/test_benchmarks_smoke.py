@@ -69,6 +69,31 @@ def test_query_latency_reports_percentiles(beir_result, mini):
             assert 0 < s["p50_ms"] <= s["p95_ms"] <= s["p99_ms"] and s["qps"] > 0
             assert r["concurrent"][mode]["n"] == 5
     assert result["indexes"]["synthetic"]["chunks"] == 300
+    # Issue 16: ONNX agreement and the serving configurations, each with its nDCG@10.
+    assert result["agreement"]["cosine_min"] >= 0.999 and result["agreement"]["passes_0_999"]
+    configs = result["configs"]["configs"]
+    assert {"hybrid, torch, vector depth 200", "hybrid, onnx, vector depth 200", "hybrid, onnx, vector depth 50"} <= set(configs)
+    for row in configs.values():
+        assert row["n"] == 5 and 0.0 <= row["ndcg@10"] <= 1.0 and row["p50_ms"] > 0
+    assert configs["hybrid, onnx, vector depth 200"]["ndcg@10"] == pytest.approx(configs["hybrid, torch, vector depth 200"]["ndcg@10"])
+
+
+def test_semantic_cache_reports_hit_rates_and_quality_cost(beir_result, mini, tmp_path):
+    from benchmarks import semantic_cache
+
+    from benchmarks.common import slice_beir
+
+    work, _ = beir_result
+    both = slice_beir(SCIFACT, tmp_path / "both", docs=20, queries=5, split="train")
+    (both / "qrels" / "test.tsv").write_text((mini / "qrels" / "test.tsv").read_text())
+    with open(both / "queries.jsonl", "a") as fh:
+        fh.write((mini / "queries.jsonl").read_text())
+    out = tmp_path / "semantic.json"
+    semantic_cache.main(["--dataset", str(both), "--home", str(tmp_path / "w"), "--thresholds", "0.95",
+                         "--out", str(out)])
+    result = json.loads(out.read_text())["thresholds"]["0.95"]
+    assert set(result["paraphrases"]) and all(0 <= v["hit_rate"] <= 1 for v in result["paraphrases"].values())
+    assert 0 <= result["other_questions"]["hit_rate"] <= 1
 
 
 def test_incremental_reembeds_exactly_the_changed_chunks(mini, tmp_path):

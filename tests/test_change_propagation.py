@@ -61,7 +61,9 @@ ops = st.sampled_from(["add", "change", "rename", "delete"])
 def test_index_matches_a_scratch_build_and_forgets_deleted_text(tmp_path_factory, data):
     tmp = tmp_path_factory.mktemp("changes")
     root = tmp / "src"
-    root.mkdir()
+    # A subfolder that stays: deleting every file must read as deletions, not as an empty
+    # (unmounted) source, which is kept as it was.
+    (root / "archive").mkdir(parents=True)
     counter = iter(range(10_000))
     live: dict[str, str] = {}  # relpath -> its current word
     gone: set[str] = set()  # words that were deleted or replaced

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from .conftest import REPO, make_corpus, write, write_config
+from .conftest import REPO, SMALL_CORPUS, make_corpus, write, write_config
 
 CLI = [sys.executable, "-m", "ingest_platform.cli"]
 
@@ -44,6 +44,8 @@ def test_cli_contract_run_status_query_promote_rollback(tmp_path, capsys):
     summary = json.loads(run.stdout)
     assert summary["success"] and summary["promoted"]
     assert summary["documents"]["by_status"]["new"] == 4 and summary["documents"]["by_status"]["failed"] == 1
+    assert {c["document"] for c in summary["changes"]} == {f"docs:{p}" for p in [*SMALL_CORPUS, "broken.pdf"]}
+    assert run.stderr.count("parsing: 5/5 docs") == 1, run.stderr[-3000:]  # each platform line once
 
     status = json.loads(cli_main(capsys, "status", "--home", str(home), "--json")[1])
     assert status["documents"]["total"] == 5
@@ -62,7 +64,8 @@ def test_cli_contract_run_status_query_promote_rollback(tmp_path, capsys):
     assert hr["hits"] and all(h["doc_id"].endswith("hr/leave.md") for h in hr["hits"])
 
     write(root, "products/lanterns.md", "# Lantern catalogue\n\nThe Zephyr K7 now emits 1500 lumens.\n")
-    assert cli_main(capsys, "run", "--config", cfg)[0] == 0
+    code, out, _ = cli_main(capsys, "run", "--config", cfg)
+    assert code == 0 and "  changed: docs:products/lanterns.md" in out, out
     new = json.loads(cli_main(capsys, "query", "Zephyr K7 lumens", "--home", str(home), "--json")[1])
     assert "1500" in new["hits"][0]["text"]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, given, settings as hsettings, strategies as st
 
-from ingest_platform import faults, pipeline
+from ingest_platform import promotion, faults, pipeline
 from ingest_platform.query import QueryError, Retriever
 
 from .conftest import make_corpus, make_settings, write
@@ -114,10 +114,10 @@ def test_readers_in_threads_and_processes_during_reindex_promote_rollback_cleanu
             pipeline.run_all(s)  # rebuild + promote while readers run
             markers[store.version_of("production")] = marker
             settle()
-        event = store.rollback(why="concurrency test")
+        event = promotion.rollback(s, why="concurrency test")
         assert markers[event.to_version] == "BRAVO"
         settle()
-        store.promote(why="roll forward")  # candidate: CHARLIE again
+        promotion.promote(s, why="roll forward")  # candidate: CHARLIE again
         settle()
         # Untag every earlier rollback target and drop every untagged version under the readers.
         pruned = store.cleanup(older_than=timedelta(0), keep_promoted=1)
@@ -174,7 +174,7 @@ def test_a_reader_caught_between_history_record_and_tag_move_still_moves_on(tmp_
     between = []
     monkeypatch.setattr(faults, "point", lambda name: between.append(r.search(QUESTION, 1, mode="keyword"))
                         if name == "promote:recorded" else None)
-    new = store.promote(why="race").to_version
+    new = promotion.promote(s, why="race", force_reason="test: gates not under test").to_version
     assert [res.index_version for res in between] == [old]  # the tag had not moved yet
     res = r.search(QUESTION, 1, mode="keyword")
     assert res.index_version == new and "BRAVO" in res.hits[0].text
@@ -192,7 +192,7 @@ def test_writes_keep_working_once_production_is_older_than_retention(tmp_path):
     write(root, "status.md", status_text("BRAVO"))
     assert pipeline.run_all(s)["index"]["wrote"]
     assert store.version_of("production") != first
-    assert store.rollback(why="tagged versions survive pruning").to_version == first
+    assert promotion.rollback(s, why="tagged versions survive pruning").to_version == first
     r = Retriever(settings=s, trace=False)
     assert r.search("refund window annual plan", 1).index_version == first
     assert store.cleanup(older_than=timedelta(0))["versions_left"] >= 2

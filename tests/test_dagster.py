@@ -3,6 +3,8 @@ blocking check stops promotion."""
 
 from __future__ import annotations
 
+import logging
+
 import dagster as dg
 
 import definitions
@@ -21,8 +23,17 @@ def test_definitions_load_with_groups_and_descriptions():
             "candidate_index", "production_index"} <= keys
     for key in repo.asset_graph.get_all_asset_keys():
         node = repo.asset_graph.get(key)
-        assert node.group_name in {"ingest", "index"} and node.description, key
+        assert node.group_name in {"ingest", "index", "serving"} and node.description, key
     assert defs.resolve_job_def("index_job")
+
+
+def materializations(result) -> dict:
+    return {e.event_specific_data.materialization.asset_key.to_user_string(): e.event_specific_data.materialization
+            for e in result.get_asset_materialization_events()}
+
+
+def table_rows(value) -> list[dict]:
+    return [r.data for r in value.records]
 
 
 def test_materialize_builds_checks_and_promotes(tmp_path):
@@ -32,22 +43,72 @@ def test_materialize_builds_checks_and_promotes(tmp_path):
     with dg.instance_for_test() as instance:
         result = execute_run(config_file=str(cfg), instance=instance)
         assert result.success
-        mats = {e.event_specific_data.materialization.asset_key.to_user_string(): e.event_specific_data.materialization
-                for e in result.get_asset_materialization_events()}
-        assert mats["document_manifest"].metadata["status/new"].value == 4
+        assert result.job_def.name == "index_job"  # the CLI runs the job the UI and the sensor run
+        mats = materializations(result)
+        assert mats["document_manifest"].metadata["documents_new"].value == 4
+        changes = table_rows(mats["document_manifest"].metadata["changes"].value)
+        assert {(c["document"], c["status"]) for c in changes} == {(f"docs:{p}", "new") for p in SMALL_CORPUS}
         assert mats["candidate_index"].metadata["new_version_written"].value is True
         assert mats["production_index"].metadata["promoted"].value is True
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-        assert checks["index_quality"] is True
+        assert checks["index_quality"] is True and checks["documents_failed"] is True
         store = pipeline.index_store(s)
         assert store.tags()["production"] == store.tags()["candidate"]
 
+        # Nothing changed: a no-op that says so and adds nothing to any asset's history.
         again = execute_run(config_file=str(cfg), instance=instance)
-        mats = {e.event_specific_data.materialization.asset_key.to_user_string(): e.event_specific_data.materialization
-                for e in again.get_asset_materialization_events()}
-        assert mats["parsed_documents"].metadata["parsed"].value == 0
-        assert mats["embeddings"].metadata["embedded"].value == 0
-        assert mats["candidate_index"].metadata["new_version_written"].value is False
+        assert again.success and materializations(again) == {}
+        assert not list(again.get_asset_check_evaluations())
+        (obs,) = [e.event_specific_data.asset_observation for e in again.all_events
+                  if e.event_type_value == "ASSET_OBSERVATION"]
+        assert obs.metadata["outcome"].value.startswith(f"no-op: nothing changed since run {result.run_id}")
+        assert instance.get_run_by_id(again.run_id).tags["ingest_platform/outcome"] == "no-op: nothing changed"
+        assert len(instance.fetch_materializations(dg.AssetKey("embeddings"), limit=10).records) == 1
+
+
+def test_changed_and_failed_documents_are_named(tmp_path):
+    """One file edited, one broken file added: the run names both, logs the failure at WARNING,
+    the non-blocking check warns (the run still succeeds and promotes), and the counts agree."""
+    root = make_corpus(tmp_path / "src")
+    cfg = write_config(tmp_path, root)
+    with dg.instance_for_test() as instance:
+        assert execute_run(config_file=str(cfg), instance=instance).success
+        write(root, "support/hours.txt", SMALL_CORPUS["support/hours.txt"] + "\nSaturday support opens at 10:00.\n")
+        write(root, "broken.pdf", b"%PDF-1.4 this is not really a pdf")
+        result = execute_run(config_file=str(cfg), instance=instance)
+        assert result.success
+        mats = materializations(result)
+        changes = {c["document"]: c for c in table_rows(mats["document_manifest"].metadata["changes"].value)}
+        assert set(changes) == {"docs:support/hours.txt", "docs:broken.pdf"}
+        edited = changes["docs:support/hours.txt"]
+        assert edited["status"] == "changed" and edited["size_bytes_after"] > edited["size_bytes_before"]
+        assert edited["hash_before"] != edited["hash_after"]
+        tag = instance.get_run_by_id(result.run_id).tags["ingest_platform/changes"]
+        assert "changed: docs:support/hours.txt" in tag and "docs:broken.pdf" in tag
+        index_changes = {c["document"]: c for c in table_rows(mats["candidate_index"].metadata["changes"].value)}
+        assert set(index_changes) == {"docs:support/hours.txt"}  # the broken file never reached the index
+        hours = index_changes["docs:support/hours.txt"]
+        assert hours["status"] == "changed" and hours["chunks_added"] >= 1 and hours["chunks_removed"] >= 1
+
+        warnings = [e.message for e in instance.all_logs(result.run_id)
+                    if e.level == logging.WARNING and "docs:broken.pdf" in e.message]
+        assert warnings and "failed: docs:broken.pdf: " in warnings[0]
+        (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "documents_failed"]
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+        assert "1 of 5 documents could not be indexed" in check.description
+        failures = table_rows(mats["parsed_documents"].metadata["failures"].value)
+        assert [f["document"] for f in failures] == ["docs:broken.pdf"] and failures[0]["reason"]
+        assert mats["parsed_documents"].metadata["documents_failed"].value == 1
+        assert mats["production_index"].metadata["promoted"].value is True
+
+        # The edit reverted: the scan already knows the broken file failed, so the counts agree.
+        write(root, "support/hours.txt", SMALL_CORPUS["support/hours.txt"])
+        third = execute_run(config_file=str(cfg), instance=instance)
+        mats = materializations(third)
+        assert mats["document_manifest"].metadata["documents_failed_before_parsing"].value == 1
+        assert mats["parsed_documents"].metadata["documents_failed"].value == 1
+        assert [c["document"] for c in table_rows(mats["document_manifest"].metadata["changes"].value)] == [
+            "docs:support/hours.txt"]
 
 
 def test_platform_progress_reaches_the_run_log(tmp_path):
@@ -107,9 +168,12 @@ def test_promotion_refuses_versions_without_passing_gates(tmp_path):
     v = pipeline.index_store(s).version_of("candidate")
     import pytest
 
-    with pytest.raises(gates.GateError, match="no recorded quality gates"):
-        gates.require_passed(s.state, v)
+    from ingest_platform import promotion
+
+    with pytest.raises(gates.GateError, match="no verdict recorded: embeddings_quality, index_quality"):
+        promotion.promote(s, v, why="unchecked")
     gates.record(s.state, v, "index_quality", True)
+    gates.record(s.state, v, "embeddings_quality", True)
     gates.record(s.state, v, "eval_gate", False)
-    with pytest.raises(gates.GateError, match="eval_gate"):
-        gates.require_passed(s.state, v)
+    with pytest.raises(gates.GateError, match="failed: eval_gate"):
+        promotion.promote(s, v, why="failed eval")

@@ -249,6 +249,9 @@ def test_history_in_duckdb_and_plot(settings, tmp_path):
     png = ev.plot_history(settings, tmp_path / "plot.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size < 100_000
     assert ev.png_data_uri(png).startswith("data:image/png;base64,")
+    # The inline trend: one row per metric over the versions, short enough for the UI to show inline.
+    trend = ev.history_trend_md(settings)
+    assert len(trend) < 1000 and "v3 → v5" in trend and trend.count("\n| ") == 1 + len(ev.GATED)
     assert ev.plot_history(load_settings(None, home=str(tmp_path / "nothing")), tmp_path / "none.png") is None
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from ingest_platform import pipeline
+from ingest_platform import promotion, pipeline
 from ingest_platform.index import IndexError_
 from ingest_platform.query import QueryError, Retriever, search
 
@@ -76,18 +76,18 @@ def test_promotion_and_rollback_change_what_search_returns(tmp_path, corpus):
     # Not promoted yet: serving still answers from the old version.
     assert r.search("refund window annual plan", 1).index_version == v1
     store = pipeline.index_store(s)
-    store.promote(why="test")
+    promotion.promote(s, why="test", force_reason="test: gates not under test")
     res = r.search("refund window annual plan", 1)
     assert res.index_version != v1 and "60 days" in res.hits[0].text
 
-    event = store.rollback(why="bad release")
+    event = promotion.rollback(s, why="bad release")
     assert event.to_version == v1
     res = r.search("refund window annual plan", 1)
     assert res.index_version == v1 and "30 days" in res.hits[0].text
     history = [(e.action, e.to_version) for e in store.history()]
     assert history[-1] == ("rollback", v1) and history[0] == ("promote", v1)
     with pytest.raises(IndexError_, match="nothing to roll back"):
-        store.rollback()
+        promotion.rollback(s, why="again")
 
 
 def test_query_modes_exact_terms_phrases_and_citations(tmp_path, corpus):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from ingest_platform import evaluation, freshness, gates, pipeline, quality
+from ingest_platform import evaluation, freshness, gates, pipeline, promotion, quality
 from ingest_platform import manifest as mf
 from ingest_platform.config import load_settings
 from ingest_platform.index import CANDIDATE, PRODUCTION
@@ -105,7 +105,7 @@ def test_good_build_passes_every_gate_and_is_promoted(good):
     assert all(c.passed for c in checks.values()), {n: c.description for n, c in checks.items() if not c.passed}
     tags = pipeline.index_store(s).tags()
     assert tags[PRODUCTION] == tags[CANDIDATE]
-    recorded = gates.require_passed(s.state, tags[PRODUCTION])
+    recorded = promotion.check_gates(s, tags[PRODUCTION])
     assert {"eval_gate", "embeddings_quality", "index_quality"} <= set(recorded)
 
     # The shipped golden set clears the default floors on the sample corpus.
@@ -121,7 +121,7 @@ def test_good_build_passes_every_gate_and_is_promoted(good):
     # GX statistics and the suites' own numbers are in the checks' metadata.
     chunks = checks["chunks_quality"].metadata
     assert chunks["gx_unsuccessful_expectations"].value == 0 and chunks["chunks"].value > 50
-    assert checks["embeddings_quality"].metadata["expected_dimension"].value == 384
+    assert checks["embeddings_quality"].metadata["expected_dimension"].value == "384"
 
     # The CLI payload reports the same numbers as the asset (production is the candidate now).
     payload = evaluation.cli_payload(s)
@@ -152,7 +152,7 @@ def test_degraded_build_is_not_promoted_and_production_keeps_answering(good, tmp
     assert "fell from" in gate.description
     # The data itself is well-formed: the eval gate alone caught the damage.
     assert checks["chunks_quality"].passed and checks["embeddings_quality"].passed
-    worse = gate.metadata["worse_queries"].value
+    worse = [r.data["id"] for r in gate.metadata["worse_queries"].value.records]
     assert "q01" in worse and gate.metadata["queries_worse"].value >= 5
     assert "production_index" not in materialized(result)
 
@@ -161,7 +161,7 @@ def test_degraded_build_is_not_promoted_and_production_keeps_answering(good, tmp
     assert tags[PRODUCTION] == production and tags[CANDIDATE] != production
     assert not gates.results(s.state, tags[CANDIDATE])["eval_gate"]["passed"]
     with pytest.raises(gates.GateError, match="eval_gate"):
-        gates.require_passed(s.state, tags[CANDIDATE])
+        promotion.check_gates(s, tags[CANDIDATE])
     assert answer(s) == before  # serving still reads the good version
     assert answer(s, CANDIDATE)[2] != before[2]
     assert {r["version"] for r in evaluation.history(s)} >= {production, tags[CANDIDATE]}
@@ -208,7 +208,8 @@ def test_failing_data_quality_check_blocks_promotion(good, tmp_path):
     assert not result.success and not emb.passed
     assert emb.severity == dg.AssetCheckSeverity.ERROR
     assert "expect_column_values_to_be_between(norm)" in emb.description
-    assert "night-shift" in emb.metadata["failing_examples"].value
+    assert any("night-shift" in str(r.data) for r in emb.metadata["failing_examples"].value.records)
+    assert "norm between" in emb.description  # plain words beside GX's name
     assert emb.metadata["norm_max"].value == pytest.approx(3.0, abs=0.01)
     assert "eval_gate" not in checks and "production_index" not in materialized(result)
     store = pipeline.index_store(s)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -30,16 +31,38 @@ def gql(port: int, query: str, variables: dict | None = None) -> dict:
     return data["data"]
 
 
+def session_processes(sid: int) -> dict[int, str]:
+    """Live (not zombie) processes of session ``sid``: pid -> command line."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[3]) == sid:
+                out[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def run_processes(sid: int) -> dict[int, str]:
+    """The processes of runs: the code server starts each run worker with multiprocessing's spawn,
+    and a run worker starts its parser workers the same way. (The code server's own resource
+    tracker lives as long as the code server: not a run's.)"""
+    return {pid: cmd for pid, cmd in session_processes(sid).items() if "spawn_main" in cmd or "execute_run" in cmd}
+
+
 @pytest.fixture()
 def dagster_dev(tmp_path):
     root = make_corpus(tmp_path / "src")
-    cfg = write_config(tmp_path, root)
+    cfg = write_config(tmp_path, root)  # its home is tmp_path/state ...
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PLATFORM_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
     log = open(tmp_path / "dagster.log", "w")
     # Through the CLI, as users start it: it sets a persistent DAGSTER_HOME under the state folder.
+    # ... and --home names another: everything (UI history, sensor, launched runs) must use that one.
     proc = subprocess.Popen([sys.executable, "-m", "ingest_platform.cli", "ui", "--config", str(cfg),
-                             "--port", str(port)],
+                             "--home", str(tmp_path / "ui-home"), "--port", str(port)],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 180
     while True:
@@ -52,17 +75,21 @@ def dagster_dev(tmp_path):
                 pytest.fail("dagster dev did not start:\n" + (tmp_path / "dagster.log").read_text()[-3000:])
             time.sleep(1)
     try:
-        yield port, tmp_path
+        yield port, tmp_path, proc.pid
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # dagster dev stops the webserver and daemon it started
+        proc.send_signal(signal.SIGTERM)  # only the CLI: it must stop dagster dev and all it started
         try:
             proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-    assert proc.returncode is not None
-    assert (tmp_path / "state" / "dagster" / "dagster.yaml").exists()  # the instance persisted
+            deadline = time.time() + 45
+            while session_processes(proc.pid) and time.time() < deadline:
+                time.sleep(0.5)
+            left = session_processes(proc.pid)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL) if session_processes(proc.pid) else None
+            log.close()
+        assert not left, f"processes left after stopping the UI: {left}"
+    assert (tmp_path / "ui-home" / "dagster" / "dagster.yaml").exists()  # the instance persisted
+    assert not (tmp_path / "state").exists()  # the config file's home was never used
 
 
 WORKSPACE = """
@@ -87,7 +114,7 @@ mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
 
 
 def test_ui_serves_graph_checks_automation_and_runs_the_job(dagster_dev):
-    port, tmp = dagster_dev
+    port, tmp, sid = dagster_dev
     (entry,) = gql(port, WORKSPACE)["workspaceOrError"]["locationEntries"]
     location = entry["locationOrLoadError"]
     assert "repositories" in location, location
@@ -111,7 +138,7 @@ def test_ui_serves_graph_checks_automation_and_runs_the_job(dagster_dev):
     launched = gql(port, LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
-    deadline, status = time.time() + 420, None
+    deadline, status = time.time() + 600, None
     while time.time() < deadline:
         status = gql(port, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
                      {"id": run_id})["runOrError"]["status"]
@@ -119,6 +146,19 @@ def test_ui_serves_graph_checks_automation_and_runs_the_job(dagster_dev):
             break
         time.sleep(2)
     assert status == "SUCCESS", (tmp / "dagster.log").read_text()[-3000:]
+    assert (tmp / "ui-home" / "manifest.parquet").exists()  # the launched run used the UI's home
+    # No process of any run (the one launched here, or one the sensor started) outlives it: the run
+    # worker exits and its parser workers are stopped when the parse step ends.
+    # A run worker exits within seconds of its last event; one that keeps its parser pool lives on
+    # (seen: 7 minutes after RUN_SUCCESS, until dagster dev stopped, and then orphaned).
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        active = gql(port, '{ runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]}) '
+                           '{ ... on Runs { results { runId } } } }')["runsOrError"]["results"]
+        if not active and not run_processes(sid):
+            break
+        time.sleep(1)
+    assert not run_processes(sid), run_processes(sid)
     # The sensor (on by default) may have started a run of its own for the same new files; then the
     # later materialization says "already production". One of them promoted.
     prod = gql(port, '{ assetOrError(assetKey: {path: ["production_index"]}) { ... on Asset { assetMaterializations(limit: 5) { runId metadataEntries { label ... on BoolMetadataEntry { boolValue } } } } } }')

@@ -1,0 +1,283 @@
+"""Production safety (issue 11), against real runs: revocations and deletions reach production in
+the run that sees them whatever the gates say; rollback and explicit versions never re-expose them;
+old versions holding them are purged; outages never become deletions; one door to production."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ingest_platform import freshness, gates, pipeline, promotion
+from ingest_platform.config import load_settings
+from ingest_platform.errors import ConfigError, OperatorOnly, PromotionRefused
+from ingest_platform.index import CANDIDATE, PRODUCTION
+from ingest_platform.query import Retriever
+
+from .conftest import make_corpus, make_settings, write
+
+REFUND = "annual plans full refund within 30 days"
+HOURS = "phone support open Monday to Friday"
+
+
+def served(settings, query: str, groups=("public",), k: int = 5) -> set[str]:
+    r = Retriever(settings=settings, trace=False, cache_size=0)
+    return {re.split(r"[:/]", h.doc_id)[-1] for h in r.search(query, k, groups=list(groups)).hits}
+
+
+def revoke_public(root: Path, rel: str, groups=("staff",)) -> None:
+    write(root, rel + ".meta.json", json.dumps({"access_groups": list(groups)}))
+
+
+@pytest.fixture
+def built(tmp_path):
+    root = make_corpus(tmp_path / "src")
+    s = make_settings(tmp_path, root)
+    out = pipeline.run_all(s)
+    assert out["promotion"]["promoted"], out["promotion"]
+    assert "refund.md" in served(s, REFUND)
+    return s, root
+
+
+# ---- the security fast path ------------------------------------------------------------------------
+
+
+def test_revocation_and_deletion_reach_production_while_a_quality_gate_blocks(tmp_path):
+    """A bulk upload of duplicated chunks fails the blocking chunks check, so Dagster builds no
+    candidate at all; the revocation and the deletion of the same run still leave production."""
+    import definitions
+
+    root = make_corpus(tmp_path / "src")
+    cfg = tmp_path / "ingest-platform.toml"
+    cfg.write_text(f'home = "{(tmp_path / "state").as_posix()}"\n'
+                   f'[[sources]]\nname = "docs"\npath = "{root.as_posix()}"\naccess_groups = ["public"]\n')
+    first = definitions.execute_run(config_file=str(cfg))
+    assert first.success
+    s = load_settings(str(cfg))
+    before = pipeline.index_store(s).tags()[PRODUCTION]
+    assert "refund.md" in served(s, REFUND) and "hours.txt" in served(s, HOURS)
+
+    revoke_public(root, "policies/refund.md")
+    (root / "support" / "hours.txt").unlink()
+    for i in range(30):  # the same boilerplate 30 times: duplicate-text ratio far above the gate
+        write(root, f"bulk/copy-{i}.md", "# Notice\n\nThis notice is repeated in every uploaded file verbatim.\n")
+    second = definitions.execute_run(config_file=str(cfg))
+    checks = {e.check_name: e.passed for e in second.get_asset_check_evaluations()}
+    assert checks["chunks_quality"] is False
+    store = pipeline.index_store(s)
+    assert store.tags()[PRODUCTION] != before  # moved, although no candidate was built
+    assert store.history()[-1].action == "revoke"
+    assert "refund.md" not in served(s, REFUND)  # public lost it now; staff gains it with the next good build
+    assert "hours.txt" not in served(s, HOURS, groups=["public", "staff"])
+    # The freshness check agrees production no longer serves anything the sources withdrew.
+    assert "still serves" not in freshness.production_lag_for(s).reason
+    shutil.rmtree(root / "bulk")
+    third = definitions.execute_run(config_file=str(cfg))
+    assert third.success
+    assert "refund.md" in served(s, REFUND, groups=["staff"]) and "refund.md" not in served(s, REFUND)
+
+
+def test_rollback_and_explicit_versions_never_reexpose(built):
+    s, root = built
+    store = pipeline.index_store(s)
+    v1 = store.tags()[PRODUCTION]
+    write(root, "products/new.md", "# Comet X\n\nThe Comet X torch is waterproof to 50 metres.\n")
+    assert pipeline.run_all(s)["promotion"]["promoted"]
+    revoke_public(root, "policies/refund.md")
+    (root / "support" / "hours.txt").unlink()
+    pipeline.run_all(s)
+    assert "refund.md" not in served(s, REFUND)
+
+    promotion.rollback(s, why="bad release")  # to the revoked copy of the previous release
+    event = promotion.rollback(s, why="further back")  # to v1, which still held both
+    assert event.based_on == v1 and "revocations applied" in event.why
+    assert "refund.md" not in served(s, REFUND) and "hours.txt" not in served(s, HOURS, groups=["public", "staff"])
+
+    event = promotion.promote(s, v1, why="operator pins v1", force_reason="test: old version")
+    assert event.based_on == v1 and event.to_version != v1
+    assert "refund.md" not in served(s, REFUND)
+
+    # Reading an old version is an operator action.
+    with pytest.raises(OperatorOnly):
+        Retriever(settings=s, ref=v1)
+    old = Retriever(settings=s, ref=v1, operator=True, trace=False)
+    assert old.search(REFUND, 3, groups=["public"]).hits  # the operator sees it as it was
+
+
+def test_purge_removes_every_version_holding_revoked_text(tmp_path):
+    root = make_corpus(tmp_path / "src")
+    s = make_settings(tmp_path, root, index={"revoked_retention_hours": 0})
+    pipeline.run_all(s)
+    write(root, "products/new.md", "# Comet X\n\nThe Comet X torch is waterproof to 50 metres.\n")
+    pipeline.run_all(s)
+    (root / "support" / "hours.txt").unlink()
+    out = pipeline.run_all(s)
+    assert out["purge"]["versions_pruned"] > 0
+    table = pipeline.index_store(s).open()
+    for v in table.list_versions():
+        table.checkout(v["version"])
+        docs = set(table.search().select(["source_uri"]).limit(None).to_arrow()["source_uri"].to_pylist())
+        assert not any(d.endswith("hours.txt") for d in docs), f"version {v['version']} still holds it"
+
+
+def test_freshness_sees_a_deleted_document_still_served(built):
+    s, root = built
+    (root / "support" / "hours.txt").unlink()
+    pipeline.scan(s)
+    pipeline.scan(s)  # the manifest forgets the deleted row after one scan
+    lag = freshness.production_lag_for(s)
+    assert not lag.fresh and "deleted" in lag.reason and "hours" in lag.reason
+
+
+# ---- one door to production -------------------------------------------------------------------------
+
+
+def test_promotion_requires_every_gate_the_settings_require(built, tmp_path):
+    s, root = built
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(json.dumps({"id": "q1", "query": REFUND, "relevant_doc_ids": ["x"]}) + "\n")
+    gated = s.model_copy(update={"eval": s.eval.model_copy(update={"golden_file": str(golden)})})
+    assert promotion.required_gates(gated)[-1] == "eval_gate"
+    write(root, "products/new.md", "# Comet X\n\nThe Comet X torch is waterproof to 50 metres.\n")
+    pipeline.run_all(s, promote=False)
+    candidate = pipeline.index_store(s).tags()[CANDIDATE]
+    promotion.judge(s, candidate)  # quality gates only: no golden set in these settings
+    with pytest.raises(PromotionRefused, match="eval_gate"):
+        promotion.promote(gated, candidate, why="no eval verdict")
+    gates.record(s.state, candidate, "eval_gate", False)
+    with pytest.raises(PromotionRefused, match="failed: eval_gate"):
+        promotion.promote(gated, candidate, why="failed eval")
+    event = promotion.promote(gated, candidate, why="operator", force_reason="hotfix approved")
+    assert "FORCED: hotfix approved" in event.why
+
+
+# ---- outages and sudden drops -------------------------------------------------------------------------
+
+
+def test_empty_or_driverless_source_is_unavailable_not_deleted(built, tmp_path):
+    s, root = built
+    shutil.move(root, tmp_path / "unmounted")
+    root.mkdir()  # the mount point is there, empty
+    pipeline.run_all(s)
+    assert "refund.md" in served(s, REFUND)
+    assert "docs" in pipeline.unavailable_sources(s)
+    # A source whose driver is missing is unavailable too, and does not stop the others.
+    other = make_corpus(tmp_path / "other", {"a.md": "# Alpha\n\nAlpha text about zebras.\n"})
+    s2 = s.model_copy(update={"sources": [*s.sources, *make_settings(tmp_path, other, sources=[
+        {"name": "bucket", "path": "s3://no-such-bucket/docs", "access_groups": ["public"]},
+        {"name": "other", "path": str(other), "access_groups": ["public"]}]).sources]})
+    out = pipeline.run_all(s2)
+    assert "bucket" in pipeline.unavailable_sources(s2)
+    assert "a.md" in served(s2, "zebras")
+    assert out["parse"]["failed"] == 0
+
+
+def test_unreadable_folder_is_unavailable(tmp_path):
+    """os.walk used to swallow this and report every document below as deleted."""
+    root = make_corpus(tmp_path / "src")
+    s = make_settings(tmp_path, root)
+    pipeline.run_all(s)
+    (root / "products").chmod(0)
+    try:
+        if os.geteuid() == 0:  # root reads anything: drop the capability that lets it
+            import subprocess
+            import sys
+
+            code = ("import sys; from ingest_platform.sources import make_source; "
+                    "from ingest_platform.config import SourceConfig; "
+                    f"list(make_source(SourceConfig(name='docs', path={str(root)!r}), []).scan())")
+            proc = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search",
+                                   sys.executable, "-c", code], capture_output=True, text=True)
+            if proc.returncode != 0 and "setpriv" in proc.stderr and "SourceUnavailable" not in proc.stderr:
+                pytest.skip(f"cannot drop privileges here: {proc.stderr.strip()[:200]}")
+            assert "SourceUnavailable" in proc.stderr and "products" in proc.stderr
+        else:
+            pipeline.run_all(s)
+            assert "docs" in pipeline.unavailable_sources(s)
+            assert "lanterns.md" in served(s, "Zephyr K7 lantern lumens")
+    finally:
+        (root / "products").chmod(0o755)
+
+
+def test_sudden_drop_is_held_until_confirmed(tmp_path):
+    files = {f"notes/n{i}.md": f"# Note {i}\n\nNote number {i} mentions the word kumquat{i}.\n" for i in range(12)}
+    root = make_corpus(tmp_path / "src", files)
+    s = make_settings(tmp_path, root)
+    pipeline.run_all(s)
+    for i in range(6):
+        (root / "notes" / f"n{i}.md").unlink()
+    out = pipeline.run_all(s)
+    assert not out["promotion"]["promoted"] and "--confirm-deletions" in out["promotion"]["reason"]
+    assert sorted(promotion.held_deletions(s)) and "n0.md" in served(s, "kumquat0")
+    event = promotion.promote(s, CANDIDATE, why="confirmed", confirm_deletions=True)
+    assert "confirmed deletion of 6" in event.why
+    assert "n0.md" not in served(s, "kumquat0") and "n7.md" in served(s, "kumquat7")
+
+
+# ---- poison inputs --------------------------------------------------------------------------------------
+
+
+def test_poison_records_and_orphan_sidecars(tmp_path):
+    records = tmp_path / "records.jsonl"
+    rows = [{"_id": "ok1", "title": "Okapi", "text": "The okapi lives in the Ituri forest."},
+            {"_id": "bad\u0000id", "title": "Nul", "text": "A record whose id holds a NUL."},
+            {"_id": "huge", "title": "Huge", "text": "word " * 4000}]
+    records.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    folder = make_corpus(tmp_path / "src", {"a.md": "# A\n\nApples.\n"})
+    write(folder, "gone.md.meta.json", json.dumps({"access_groups": ["public"]}))
+    s = make_settings(tmp_path, folder, parsing={"max_file_bytes": 10_000}, sources=[
+        {"name": "recs", "path": str(records), "access_groups": ["public"]},
+        {"name": "docs", "path": str(folder), "access_groups": ["public"]}])
+    pipeline.run_all(s)
+    failures = {f["source_uri"].rsplit("#", 1)[-1]: f["reason"] for f in pipeline.mf.summarize(pipeline.mf.load_manifest(s.state))["failures"]}
+    assert any("control characters" in r for r in failures.values())
+    assert "exceeds max_file_bytes" in failures["huge"]
+    docs = set(pipeline.mf.load_manifest(s.state)["relpath"].to_pylist())
+    assert "gone.md.meta.json" not in docs
+    # The poisoned record disappearing later must not freeze indexing.
+    records.write_text(json.dumps(rows[0]) + "\n")
+    out = pipeline.run_all(s)
+    assert "okapi" in " ".join(h.text.lower() for h in Retriever(settings=s, trace=False).search("okapi forest", 3).hits)
+    assert out["index"]["version"]
+
+
+# ---- configuration -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("toml, expect", [
+    ('[[sources]]\nname = "d"\npath = "."\nacess_groups = ["x"]\n', "sources.0.acess_groups' (did you mean 'access_groups'?)"),
+    ('[eval]\ngolden_fle = "g.jsonl"\n', "eval.golden_fle' (did you mean 'golden_file'?)"),
+    ('[query]\ncandidates = "many"\n', "query.candidates"),
+    ('[index\ntable = "x"\n', "malformed TOML"),
+])
+def test_config_errors_are_one_line_with_file_and_key(tmp_path, toml, expect):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_settings(str(cfg))
+    msg = str(err.value)
+    assert expect in msg and str(cfg) in msg and "\n" not in msg
+
+
+# ---- a long-lived Retriever does not leak ------------------------------------------------------------
+
+
+def test_retriever_releases_old_versions(built):
+    s, root = built
+    r = Retriever(settings=s, trace=False, cache_size=0)
+    r.search(REFUND, 3)
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    counts = []
+    for i in range(8):
+        write(root, "products/new.md", f"# Comet {i}\n\nThe Comet {i} torch is waterproof to {i} metres.\n")
+        pipeline.run_all(s)
+        r.search(REFUND, 3)
+        counts.append(fds())
+    assert counts[-1] - counts[2] <= 2, counts
