@@ -54,13 +54,19 @@ _ROW = 3  # a rendered table row
 _OVERLAP = 4  # a copy of the previous chunk's tail sentences
 
 # A sentence ends at . ! ? or an ellipsis (optionally followed by closing quotes or brackets) before
-# whitespace and a character that is not a lower-case letter ("e.g. the" does not end one); a line
-# break always ends one; CJK full stops need no following space.
+# whitespace and a character that is not a lower-case letter ("e.g. the" does not end one); a blank
+# line always ends one; CJK full stops need no following space. A single line break is a candidate
+# only: ``_line_ends_sentence`` decides (a wrapped line is not a sentence end).
 _SENTENCE_BREAK = re.compile(
-    r"[.!?\u2026][\"'\u201d\u2019)\]]{0,2}([ \t\u00a0]+)(?=[^\sa-z])"
+    r"[.!?\u2026][\"'\u201d\u2019)\]]{0,2}([ \t\u00a0]*\n?[ \t\u00a0]*)(?<=\s)(?=[^\sa-z])"
     r"|([ \t\u00a0]*\n\s*)"
     r"|[\u3002\uff01\uff1f]()(?=\S)"
 )
+# What opens a new line of its own: a list marker, a numbered point, a table-ish cell row.
+_LINE_OPENER = re.compile(r"[\u2022\u25cf\u25aa\u25e6\-\*\u2013\u2014\u00b7>#|]\s|\(?\d{1,3}[.)]\s|\(?[a-zA-Z][.)]\s")
+# A line shorter than this that is followed by one starting in upper case is a line of its own
+# (a heading, an address line, a signature), not a wrapped one.
+_SHORT_LINE = 50
 _WS = re.compile(r"\s+")
 
 
@@ -118,11 +124,32 @@ def chunk_elements(
     tokenizer: Any,
     max_tokens: int,
     overlap_tokens: int,
+    min_tokens: int = 0,
 ) -> pa.Table:
     """Chunk one document's ``ELEMENTS`` rows into a ``CHUNKS`` table (see the module docstring).
 
-    ``overlap_tokens`` is a budget of whole sentences repeated at the start of the next chunk when a
-    section spans several chunks; it is capped at half of ``max_tokens`` so chunks always advance.
+    Parameters
+    ----------
+    elements:
+        One document's elements in reading order (paged formats after ``reconstruct``).
+    doc_id, doc_version:
+        Copied onto every chunk; the chunk id is derived from them.
+    tokenizer:
+        The embedding model's tokenizer: sizes are counted in its word pieces.
+    max_tokens:
+        No chunk is longer (the model truncates beyond its window).
+    overlap_tokens:
+        A budget of whole sentences repeated at the start of the next chunk when a section spans
+        several chunks; capped at half of ``max_tokens`` so chunks always advance.
+    min_tokens:
+        A chunk smaller than this is merged with a neighbour (same section first, then the
+        adjacent section, as unstructured's ``chunk_by_title`` combines small sections), or takes
+        whole sentences from its section neighbour; a document smaller than this is one chunk.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``CHUNKS`` rows in document order.
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
@@ -135,7 +162,8 @@ def chunk_elements(
     packer = _Packer(max_tokens, overlap_tokens)
     for section in sections:
         packer.section(section, pieces)
-    texts, counts, drafts = _finalize(packer.drafts, tokenizer, max_tokens)
+    drafts = _merge_small(packer.drafts, min(min_tokens, max_tokens // 2), max_tokens) if min_tokens > 0 else packer.drafts
+    texts, counts, drafts = _finalize(drafts, tokenizer, max_tokens)
     return _to_table(texts, counts, drafts, elems, doc_id, doc_version)
 
 
@@ -205,13 +233,36 @@ _ADDITIVE_PRE_TOKENIZERS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
 _ADDITIVE_NORMALIZERS = {None, "BertNormalizer", "Lowercase", "NFD", "NFC", "NFKC", "NFKD", "StripAccents"}
 
 
+def _line_ends_sentence(text: str, start: int, end: int) -> bool:
+    """Whether the line break ``text[start:end]`` ends a sentence.
+
+    A blank line does. A single break does where the next line opens a list item or numbered
+    point, or where the line before it is short and the next starts with something other than a
+    lower-case letter (a heading, an address line). Otherwise the line was wrapped: the sentence
+    goes on (text from hard-wrapped files and e-mails)."""
+    gap = text[start:end]
+    if gap.count("\n") > 1:
+        return True
+    line_start = text.rfind("\n", 0, start) + 1
+    line = text[line_start:start].strip()
+    rest = text[end:end + 8]
+    if _LINE_OPENER.match(rest):
+        return True
+    return len(line) < _SHORT_LINE and not rest[:1].islower()
+
+
 def split_sentences(text: str) -> list[tuple[str, str]]:
-    """``(sentence, separator before it)`` pairs; the separator keeps line breaks as ``"\\n"``."""
+    """``(sentence, separator before it)`` pairs; the separator keeps line breaks as ``"\\n"``.
+
+    Sentences end at sentence punctuation and at line breaks that end a line of its own
+    (``_line_ends_sentence``); a wrapped line stays inside its sentence."""
     out: list[tuple[str, str]] = []
     pos, sep = 0, ""
     for m in _SENTENCE_BREAK.finditer(text):
         group = 1 if m.group(1) is not None else 2 if m.group(2) is not None else 3
         start, end = m.span(group)  # the whitespace between sentences; the punctuation stays
+        if group == 2 and not _line_ends_sentence(text, start, end):
+            continue
         sentence = text[pos:start].strip()
         if sentence:
             out.append((sentence, sep))
@@ -565,6 +616,98 @@ class _Packer:
             if p.ntok > self.room:  # a long title plus the header rows: give the title its own chunk
                 self._emit(seed_overlap=False)
             self._push(p)
+
+
+# ---- minimum size -------------------------------------------------------------------------------
+
+
+def _size(d: _Draft) -> int:
+    return sum(p.ntok for p in d.pieces)
+
+
+def _joined(first: _Draft, second: _Draft) -> _Draft:
+    """``first`` followed by ``second``; ``second``'s overlap copies of ``first``'s tail go."""
+    rest = list(second.pieces)
+    while rest and rest[0].kind == _OVERLAP:
+        rest.pop(0)
+    if rest and not rest[0].sep:
+        rest[0] = replace(rest[0], sep="\n\n")
+    return _Draft(first.pieces + rest, _common_path(first.heading_path, second.heading_path))
+
+
+def _common_path(a: str, b: str) -> str:
+    """The deepest heading both sections are under (a chunk spanning two sections cites that)."""
+    common = []
+    for x, y in zip(a.split(HEADING_SEP), b.split(HEADING_SEP)):
+        if x != y:
+            break
+        common.append(x)
+    return HEADING_SEP.join(common)
+
+
+def _merge_small(drafts: list[_Draft], min_tokens: int, max_tokens: int) -> list[_Draft]:
+    """No chunk under ``min_tokens`` where a neighbour can take it or lend it sentences.
+
+    Why: a fragment ("staging.", a lone caption, the tail of a section) carries too little to be
+    retrieved for the right reason, and matches many queries for the wrong one. A small chunk is
+    merged into the neighbour that leaves the smaller chunk, preferring its own section; when
+    neither fits within ``max_tokens``, it takes whole sentences from the end of the previous chunk
+    of its section (or the start of the next) while that one stays at ``min_tokens`` or more.
+    """
+    out = list(drafts)
+    i = 0
+    while len(out) > 1 and i < len(out):
+        d = out[i]
+        if _size(d) >= min_tokens:
+            i += 1
+            continue
+        options = []
+        for j in (i - 1, i + 1):
+            if 0 <= j < len(out):
+                a, b = (out[j], d) if j < i else (d, out[j])
+                merged = _joined(a, b)
+                if _size(merged) <= max_tokens:
+                    options.append((out[j].heading_path != d.heading_path, _size(merged), j, merged))
+        if options:
+            _, _, j, merged = min(options, key=lambda o: o[:3])
+            lo = min(i, j)
+            out[lo:lo + 2] = [merged]
+            i = max(0, lo - 1)  # the merged chunk may itself still be small
+            continue
+        _borrow(out, i, min_tokens)
+        i += 1
+    return out
+
+
+def _borrow(out: list[_Draft], i: int, min_tokens: int) -> None:
+    """Move whole sentences into the small draft ``out[i]`` from its section neighbours."""
+    d = out[i]
+    pieces = [p for p in d.pieces if p.kind != _OVERLAP]
+    for j in (i - 1, i + 1):
+        if not 0 <= j < len(out) or out[j].heading_path != d.heading_path:
+            continue
+        donor = list(out[j].pieces)
+        if j > i:
+            while donor and donor[0].kind == _OVERLAP:
+                donor.pop(0)
+        size = sum(p.ntok for p in pieces)
+        while size < min_tokens and donor:
+            p = donor[-1] if j < i else donor[0]
+            if p.kind != _BODY or sum(q.ntok for q in donor) - p.ntok < min_tokens:
+                break
+            if j < i:
+                donor.pop()
+                pieces.insert(0, p)
+                if len(pieces) > 1 and not pieces[1].sep:
+                    pieces[1] = replace(pieces[1], sep=" ")
+            else:
+                donor.pop(0)
+                pieces.append(replace(p, sep=p.sep or " "))
+            size += p.ntok
+        out[j] = _Draft(donor, out[j].heading_path)
+        if size >= min_tokens:
+            break
+    out[i] = _Draft(pieces, d.heading_path)
 
 
 # ---- output -------------------------------------------------------------------------------------

@@ -95,6 +95,9 @@ class ChunkingSettings(_Strict):
     # In the embedding model's own word pieces, excluding [CLS]/[SEP]; all-MiniLM-L6-v2 reads 256.
     max_tokens: int = Field(default=254, ge=16)
     overlap_tokens: int = Field(default=32, ge=0)
+    # No chunk is smaller, except a whole document that is (``chunking._merge_small``); capped at
+    # half of max_tokens. benchmarks/README.md reports the sensitivity of retrieval to it.
+    min_tokens: int = Field(default=64, ge=0)
 
 
 class EmbeddingSettings(_Strict):
@@ -306,7 +309,8 @@ class Settings(BaseSettings):
             "chunking": self.chunking.model_dump(),
             "redact": self.redact_sensitive,
             "default_groups": self.default_access_groups,
-            "pipeline": 1,
+            # 2: paged formats are reconstructed (lines joined into paragraphs) before chunking.
+            "pipeline": 2,
             # The per-document guardrail policy decides the enriched text (corpus-wide settings,
             # boilerplate and near-duplicates, are applied after enrichment and need no re-chunk).
             "guardrails": {"policy": self.guardrails.policy,

@@ -422,9 +422,20 @@ def _element_rows(elements: list) -> list[dict[str, Any]]:
                 "languages": list(md.languages) if getattr(md, "languages", None) else None,
                 "last_modified": getattr(md, "last_modified", None),
                 "created": _data_source_created(md),
+                **_box(md),
             }
         )
     return rows
+
+
+def _box(metadata: Any) -> dict[str, float]:
+    """The element's bounding box (x0, y0, x1, y1) where the partitioner placed it on a page."""
+    coords = getattr(metadata, "coordinates", None)
+    points = getattr(coords, "points", None) if coords is not None else None
+    if not points:
+        return {}
+    xs, ys = [float(p[0]) for p in points], [float(p[1]) for p in points]
+    return {"x0": min(xs), "y0": min(ys), "x1": max(xs), "y1": max(ys)}
 
 
 def _data_source_created(metadata: Any) -> str | None:

@@ -363,6 +363,7 @@ def _reconcile_output(previous: pa.Table, live: dict[str, str]) -> tuple[pa.Tabl
 def chunk(settings: Settings, progress: ProgressFn = None) -> StageSummary:
     from ingest_platform.chunking import chunk_elements
     from ingest_platform.models import load_tokenizer
+    from ingest_platform.reconstruct import PAGED_FORMATS, reconstruct
 
     started = time.perf_counter()
     live_rows = mf.live_documents(mf.load_manifest(settings.state))
@@ -375,14 +376,19 @@ def chunk(settings: Settings, progress: ProgressFn = None) -> StageSummary:
     elements = parsed_store(settings).read({hashes[d] for d in todo})
     by_hash = _group_rows(elements, "content_sha256")
     tokenizer = load_tokenizer(settings.embedding.model)
+    vocab = tokenizer.get_vocab()
+    formats = dict(zip(live_rows["doc_id"].to_pylist(), live_rows["format"].to_pylist()))
+    c = settings.chunking
     parts = [keep]
     for doc_id in todo:
         els = by_hash.get(hashes[doc_id])
         if els is None:
             continue
+        if formats.get(doc_id) in PAGED_FORMATS:  # printed lines back into paragraphs
+            els = reconstruct(els, is_word=vocab.__contains__)
         parts.append(chunk_elements(
             els, doc_id=doc_id, doc_version=live[doc_id], tokenizer=tokenizer,
-            max_tokens=settings.chunking.max_tokens, overlap_tokens=settings.chunking.overlap_tokens,
+            max_tokens=c.max_tokens, overlap_tokens=c.overlap_tokens, min_tokens=c.min_tokens,
         ))
         if progress:
             progress(1)
@@ -544,6 +550,7 @@ def run_all(settings: Settings, *, promote: bool = True, embedder=None) -> dict:
             t = time.perf_counter()
             result = fn()
             out[name] = {**(asdict(result) if result is not None else {}), "wall_s": time.perf_counter() - t}
+        t = time.perf_counter()
         tags = index_store(settings).tags()
         if promote and tags.get("candidate") != tags.get("production"):
             version = tags["candidate"]
@@ -554,5 +561,7 @@ def run_all(settings: Settings, *, promote: bool = True, embedder=None) -> dict:
             except PromotionRefused as exc:
                 log.warning("not promoted: %s", exc)
                 out["promotion"] = {"promoted": False, "reason": str(exc)}
-        out["purge"] = promotion.purge_revoked(settings)
+            out["promotion"]["wall_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        out["purge"] = {**promotion.purge_revoked(settings), "wall_s": time.perf_counter() - t}
     return out

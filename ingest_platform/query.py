@@ -567,7 +567,9 @@ class Retriever:
         """
         from ingest_platform import context as ctx
 
-        result = self.search(query, k, mode=mode, filters=filters, groups=groups)
+        # Near-duplicates are not collapsed here: the packer keeps their text once and names the
+        # other documents in ``also_in``, so the model sees every source that says it.
+        result = self.search(query, k, mode=mode, filters=filters, groups=groups, collapse_duplicates=False)
         counter = count_tokens or ctx.tokenizer_counter(self._pin().model_spec)
         return ctx.pack(result, max_tokens, counter)
 

@@ -46,6 +46,12 @@ ELEMENTS = pa.schema(
         ("languages", pa.list_(pa.string())),  # ISO 639-3 codes, as unstructured reports them
         ("last_modified", pa.string()),  # ISO timestamp from the file's own metadata, when known
         ("created", pa.string()),
+        # The element's box on its page (paged formats; points, y grows downwards): what text
+        # reconstruction (``ingest_platform.reconstruct``) joins printed lines by.
+        ("x0", pa.float32()),
+        ("y0", pa.float32()),
+        ("x1", pa.float32()),
+        ("y1", pa.float32()),
     ]
 )
 

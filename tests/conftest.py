@@ -14,6 +14,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+# Before any fixture runs (module-scoped ones run before the autouse one below): the repo's
+# ingest-platform.toml (its golden set, its sources) must not leak into tests that build their own.
+for _key in [k for k in os.environ if k.startswith("INGEST_PLATFORM_")]:
+    del os.environ[_key]
+os.environ["INGEST_PLATFORM_CONFIG"] = str(REPO / "tests" / "empty.toml")
 SHARED = REPO.parent / "shared" / "datasets"
 EXAMPLE_DOCS = SHARED / "example-docs"
 SCIFACT = SHARED / "scifact"

@@ -1,0 +1,389 @@
+"""Text reconstruction for paged formats: printed lines back into paragraphs, real headings only.
+
+Why: a PDF holds positioned lines, not paragraphs. unstructured's ``fast`` PDF partitioner groups
+lines with pdfminer's layout analysis, which works for tightly set text but returns one element per
+printed line once the line spacing is a little wider (1.6x the font size is enough), and its text
+classifier then calls some wrapped body lines ``Title`` (a short last line, a line without a
+verb). Chunked as they come, such documents turn into mid-sentence fragments under false headings,
+and retrieval on real files falls below a naive whole-text script.
+
+What ``reconstruct`` does to one document's elements, in order:
+
+1. **Same-line pieces** (a section number and its heading, table header cells) are joined
+   left to right into one line.
+2. **Furniture** is dropped: lines without a letter or digit (``· · · ·``, rules), bare numbers
+   (page numbers, axis ticks), letter-spaced or rotated stamps (``1 2 0 2 n u J``), and short lines
+   repeated on several pages (running headers and footers). A ``Header``/``Footer`` that is *not*
+   repeated is content (a one-page document's title is often classified ``Header``).
+3. **Lines are joined into paragraphs** when they continue each other: same page and column,
+   the same font height, a vertical gap no larger than the document's own line spacing, and
+   aligned left edges; or, across a page or column break, when the first ends mid-sentence and the
+   second starts in lower case. A short line ending a sentence ends its paragraph.
+4. **End-of-line hyphenation** is undone where the joined word is a word (it occurs elsewhere in
+   the document or in the model's vocabulary: ``infor-`` + ``mation``); otherwise the hyphen is
+   kept and the space dropped (``diffusion-`` + ``weighted`` -> ``diffusion-weighted``).
+5. **Heading guard**: a ``Title`` that reads as a sentence fragment (starts in lower case, ends
+   with a comma, semicolon, hyphen or a function word, holds a sentence break, is long, or is a
+   figure/table caption) becomes body text.
+
+Elements without coordinates (a parse cached before they were recorded) get the text rules only.
+The geometry thresholds are relative to each document's own line heights and spacing, not to
+one file set.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import pyarrow as pa
+
+from ingest_platform.schemas import ELEMENTS, conform
+
+# Formats whose elements are positioned lines on pages.
+PAGED_FORMATS = frozenset({"pdf"})
+
+TEXT_TYPES = frozenset({"NarrativeText", "UncategorizedText", "Title", "ListItem", "Text", "Header", "Footer",
+                        "FigureCaption", "Address", "EmailAddress"})
+FURNITURE_TYPES = frozenset({"Header", "Footer", "PageNumber", "PageBreak"})
+
+_TERMINAL = re.compile(r"[.!?\u2026:][\"'\u201d\u2019)\]]*$")
+_BULLET = re.compile(r"^\s*([\u2022\u25cf\u25aa\u25e6\u2023\u2043\u2219\-\*\u2013\u2014\u00b7]\s|\(?\d{1,2}[.)]\s|\(?[a-z][.)]\s|[ivx]{1,4}[.)]\s)")
+_NUMERIC = re.compile(r"^[\d\s.,:;/()\-\u2013\u2014%+]*$")
+_WORD = re.compile(r"[A-Za-z]+")
+_CAPTION = re.compile(r"^(fig\.?|figure|table|tab\.|chart|plate|exhibit)\s*\d", re.I)
+_INNER_SENTENCE = re.compile(r"[a-z]{2,}[.!?]\s+[A-Z][a-z]")
+# A heading does not end on these: a line that does was cut out of a sentence.
+_FUNCTION_WORDS = frozenset(
+    "a an and as at by for from in into of on or than that the to with without via versus vs".split()
+)
+_SOFT_HYPHEN_IN_BOX = re.compile(r"([A-Za-z]{2,})- ([a-z]{2,})")
+_NOT_A_WRAP = frozenset({"and", "or", "nor", "to", "und", "bis"})  # "pre- and post-operative"
+
+# Typographic ligatures (U+FB00..FB06) as the letters they stand for: "eﬃcient" is "efficient".
+_LIGATURE_TEXT = {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl",
+                  "\ufb05": "st", "\ufb06": "st"}
+_LIGATURES = re.compile("[\ufb00-\ufb06]")
+
+# A heading is a line or two, never a paragraph.
+MAX_HEADING_WORDS = 16
+MAX_HEADING_CHARS = 120
+
+
+@dataclass
+class _El:
+    type: str
+    text: str
+    row: dict
+    page: int | None
+    box: tuple[float, float, float, float] | None  # x0, y0 (top), x1, y1 (bottom)
+
+    @property
+    def height(self) -> float | None:
+        return None if self.box is None else self.box[3] - self.box[1]
+
+
+def reconstruct(elements: pa.Table, *, is_word: Callable[[str], bool] | None = None) -> pa.Table:
+    """One paged document's ``ELEMENTS`` rows with lines joined into paragraphs (module docstring).
+
+    Parameters
+    ----------
+    elements:
+        The document's elements in reading order (an ``ELEMENTS`` table).
+    is_word:
+        ``f(lower-case word) -> bool``, consulted to undo end-of-line hyphenation besides the
+        document's own words; typically membership in the embedding model's vocabulary.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``ELEMENTS`` rows, renumbered; a merged element keeps its first line's metadata, with the
+        box grown to cover every line.
+
+    Example
+    -------
+    >>> reconstruct(parsed_pdf_elements, is_word=lambda w: w in tokenizer.vocab)
+    """
+    els, seen = [], set()
+    for r in elements.to_pylist():
+        e = _El(r.get("type") or "UncategorizedText", _LIGATURES.sub(lambda m: _LIGATURE_TEXT[m.group()], r.get("text") or ""),
+                r, r.get("page_number"), _box(r))
+        key = (e.text, e.page, e.box)
+        if e.box is not None and key in seen:
+            continue  # the same line reported twice
+        seen.add(key)
+        els.append(e)
+    els = _join_same_line(els)
+    els = _drop_furniture(els)
+    vocabulary = _document_words(els)
+
+    def word(w: str) -> bool:
+        w = w.lower()
+        return w in vocabulary or bool(is_word and is_word(w))
+
+    els = [replace(e, text=_dehyphenate_inside(e.text, word)) for e in els]
+    els = _join_paragraphs(els, word)
+    for e in els:
+        if e.type == "Title" and is_fragment(e.text):
+            e.type = "NarrativeText"
+    rows = []
+    for i, e in enumerate(els):
+        row = dict(e.row, type=e.type, text=e.text, element_index=i)
+        if e.box is not None:
+            row.update(x0=e.box[0], y0=e.box[1], x1=e.box[2], y1=e.box[3])
+        rows.append(row)
+    if not rows:
+        return ELEMENTS.empty_table()
+    return conform(pa.Table.from_pylist(rows, schema=ELEMENTS), ELEMENTS)
+
+
+def is_fragment(title: str) -> bool:
+    """Whether a line classified as a heading reads as part of a sentence instead.
+
+    True when it starts in lower case, ends with a comma, semicolon, hyphen or a function word,
+    holds a sentence break (``... abnormalities. Whole body ...``), is longer than a heading
+    (``MAX_HEADING_WORDS`` words or ``MAX_HEADING_CHARS`` characters), or is a figure or table
+    caption.
+    """
+    text = " ".join(title.split())
+    if not text:
+        return True
+    body = _BULLET.sub("", text, count=1).lstrip("([{\"'\u201c")
+    first = next((ch for ch in body if ch.isalpha()), "")
+    if first and first.islower():
+        return True
+    if text[-1] in ",;-\u2010\u2011" or text.endswith(("\u2013", "\u2014")):
+        return True
+    words = text.split()
+    if words[-1].lower().strip("\"'()[]") in _FUNCTION_WORDS and len(words) > 1:
+        return True
+    if len(words) > MAX_HEADING_WORDS or len(text) > MAX_HEADING_CHARS:
+        return True
+    if _INNER_SENTENCE.search(text):
+        return True
+    return bool(_CAPTION.match(text))
+
+
+# ---- steps --------------------------------------------------------------------------------------
+
+
+def _box(row: dict) -> tuple[float, float, float, float] | None:
+    vals = (row.get("x0"), row.get("y0"), row.get("x1"), row.get("y1"))
+    if any(v is None for v in vals):
+        return None
+    x0, y0, x1, y1 = (float(v) for v in vals)
+    return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+
+
+def _same_line(a: _El, b: _El) -> bool:
+    """``b`` sits to the right of ``a`` on the same printed line (their vertical extents overlap
+    by most of the smaller one)."""
+    if a.box is None or b.box is None or a.page != b.page:
+        return False
+    overlap = min(a.box[3], b.box[3]) - max(a.box[1], b.box[1])
+    smaller = min(a.height or 0, b.height or 0)
+    return smaller > 0 and overlap >= 0.6 * smaller and b.box[0] >= a.box[2] - 1 and \
+        max(a.height, b.height) <= 1.6 * smaller
+
+
+def _join_same_line(els: list[_El]) -> list[_El]:
+    out: list[_El] = []
+    for e in els:
+        prev = out[-1] if out else None
+        if prev is not None and prev.type in TEXT_TYPES and e.type in TEXT_TYPES and _same_line(prev, e):
+            prev.text = f"{prev.text.rstrip()} {e.text.lstrip()}"
+            prev.box = _union(prev.box, e.box)
+            if prev.type != e.type and "Title" in (prev.type, e.type) and _is_label(prev.text):
+                prev.type = "Title"  # "1" + "Introduction"
+            elif prev.type != e.type:
+                prev.type = "NarrativeText" if "NarrativeText" in (prev.type, e.type) else prev.type
+            continue
+        out.append(e)
+    return out
+
+
+def _is_label(text: str) -> bool:
+    """A short line (a section number and its title)."""
+    return len(text.split()) <= 8
+
+
+def _letter_spaced(text: str) -> bool:
+    tokens = text.split()
+    return len(tokens) >= 3 and sum(len(t) == 1 for t in tokens) >= 0.8 * len(tokens)
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\d+", "#", " ".join(text.lower().split()))
+
+
+def _drop_furniture(els: list[_El]) -> list[_El]:
+    pages = {e.page for e in els if e.page is not None}
+    repeated: set[str] = set()
+    if len(pages) >= 2:
+        on_pages: dict[str, set] = {}
+        for e in els:
+            if e.type in TEXT_TYPES and len(e.text) <= 100:
+                on_pages.setdefault(_norm(e.text), set()).add(e.page)
+        need = max(2, (len(pages) + 1) // 2)
+        repeated = {t for t, ps in on_pages.items() if len(ps) >= need}
+    out = []
+    for e in els:
+        if e.type not in TEXT_TYPES:
+            if e.type not in FURNITURE_TYPES:
+                out.append(e)
+            continue
+        text = e.text.strip()
+        if not any(ch.isalnum() for ch in text):
+            continue  # rules, dot leaders, ornaments
+        if _NUMERIC.match(text) and len(text) <= 12:
+            continue  # page numbers, axis ticks
+        if _letter_spaced(text):
+            continue  # rotated or letter-spaced stamps
+        if _norm(text) in repeated:
+            continue  # running headers and footers
+        if e.type in FURNITURE_TYPES:  # not repeated: content, as a heading when it reads as one
+            e.type = "Title" if not is_fragment(text) else "NarrativeText"
+        out.append(e)
+    return out
+
+
+def _document_words(els: list[_El]) -> set[str]:
+    words: set[str] = set()
+    for e in els:
+        words.update(w.lower() for w in _WORD.findall(e.text))
+    return words
+
+
+def _join_hyphenated(left: str, right: str, word: Callable[[str], bool]) -> str | None:
+    """``left`` ending in ``letter-`` followed by ``right``: the joined text, or None if it is no
+    hyphenation."""
+    m = re.search(r"([A-Za-z]+)-$", left)
+    n = re.match(r"([a-z]+)", right)
+    if not m or not n or n.group(1) in _NOT_A_WRAP:
+        return None
+    if word(m.group(1) + n.group(1)):
+        return left[:-1] + right  # infor- + mation
+    return left + right  # diffusion- + weighted
+
+
+def _dehyphenate_inside(text: str, word: Callable[[str], bool]) -> str:
+    """Lines pdfminer already joined inside one box keep a ``word- word`` seam; close it."""
+    def fix(m: re.Match) -> str:
+        if m.group(2) in _NOT_A_WRAP:
+            return m.group(0)
+        joined = m.group(1) + m.group(2)
+        return joined if word(joined) else f"{m.group(1)}-{m.group(2)}"
+
+    return _SOFT_HYPHEN_IN_BOX.sub(fix, text)
+
+
+def _union(a, b):
+    if a is None or b is None:
+        return a or b
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+@dataclass
+class _Layout:
+    """The document's own typography: the gap between the lines of one paragraph."""
+
+    line_gap: float
+    lines: list  # every positioned text line: for column right edges
+
+    def right_edge(self, line: "_El", x0: float) -> float:
+        """Where the lines of ``line``'s column end (80th percentile of their right edges)."""
+        h = line.height or 0
+        edges = sorted(e.box[2] for e in self.lines if e.page == line.page and abs(e.box[0] - x0) <= 2.5 * h)
+        return edges[int(0.8 * (len(edges) - 1))] if edges else line.box[2]
+
+
+def _layout(els: list[_El]) -> _Layout | None:
+    lines = [e for e in els if e.box is not None and e.type in TEXT_TYPES and e.height]
+    if not lines:
+        return None
+    gaps = []
+    for a, b in zip(lines, lines[1:]):
+        if a.page == b.page and abs(a.height - b.height) <= 0.2 * max(a.height, b.height) and b.box[1] > a.box[1]:
+            gaps.append((b.box[1] - a.box[3]) / a.height)
+    gaps = [g for g in gaps if -0.5 <= g <= 3]
+    # The most common gap between consecutive lines of one size, in line heights, is the gap
+    # inside a paragraph (paragraph breaks are rarer and larger).
+    return _Layout(_mode(gaps) if gaps else 0.5, lines)
+
+
+def _mode(values: list[float]) -> float:
+    """The median of the most populated bin of a tenth of a line height (ties: the smaller)."""
+    bins = Counter(round(v * 10) for v in values)
+    top = max(bins.values())
+    best = min(b for b, n in bins.items() if n == top)
+    return statistics.median(v for v in values if round(v * 10) == best)
+
+
+def _ends_sentence(text: str) -> bool:
+    return bool(_TERMINAL.search(text.rstrip()))
+
+
+def _starts_lower(text: str) -> bool:
+    first = next((ch for ch in text.lstrip() if ch.isalnum()), "")
+    return bool(first) and first.islower()
+
+
+def _continues(prev: _El, e: _El, layout: _Layout | None, para_x0: float | None) -> bool:
+    """Whether ``e`` is the next printed line of the paragraph whose last line is ``prev``.
+
+    A line wraps because it ran out of room: it reaches its column's right edge. So besides
+    matching geometry (same page and column, same font height, the document's own line gap),
+    ``prev`` must be a full line, or end mid-sentence with ``e`` going on in lower case.
+    """
+    if prev.type not in TEXT_TYPES or e.type not in TEXT_TYPES or _BULLET.match(e.text):
+        return False  # a table, an image, a new list item or numbered point
+    prev_text, text = prev.text.rstrip(), e.text.lstrip()
+    carries_on = not _ends_sentence(prev_text) and _starts_lower(text)
+    if e.type == "ListItem" and not carries_on:
+        return False  # the partitioner saw a bullet: the next item
+    # Across a page or column break the geometry says nothing: only the text can.
+    if layout is None or prev.box is None or e.box is None or prev.page != e.page:
+        return carries_on
+    h_prev, h = prev.height, e.height
+    if not h or not h_prev or abs(h - h_prev) > 0.25 * max(h, h_prev):
+        return False  # another font size: a heading, a caption, a footnote
+    gap = (e.box[1] - prev.box[3]) / h_prev
+    if gap < -0.5:  # above the previous line: the top of another column
+        return carries_on
+    if gap > layout.line_gap + 0.35:
+        return False  # a paragraph break
+    x0 = para_x0 if para_x0 is not None else prev.box[0]
+    overlap = min(prev.box[2], e.box[2]) - max(prev.box[0], e.box[0])
+    if overlap <= 0 or abs(e.box[0] - x0) > 2.5 * h:
+        return False  # another column or an indented block
+    full = prev.box[2] >= layout.right_edge(prev, x0) - 4 * h
+    if prev.type == "Title" and not carries_on and not is_fragment(prev_text):
+        return False  # a heading over its first body line
+    return full or carries_on
+
+
+def _join_paragraphs(els: list[_El], word: Callable[[str], bool]) -> list[_El]:
+    layout = _layout(els)
+    out: list[_El] = []
+    para_x0: float | None = None
+    last_line: _El | None = None  # the paragraph's last printed line (its geometry)
+    for e in els:
+        prev = out[-1] if out else None
+        if prev is not None and last_line is not None and _continues(last_line, e, layout, para_x0):
+            joined = _join_hyphenated(prev.text.rstrip(), e.text.lstrip(), word)
+            prev.text = joined if joined is not None else f"{prev.text.rstrip()} {e.text.lstrip()}"
+            prev.box = _union(prev.box, e.box)
+            if prev.type != e.type:
+                prev.type = "ListItem" if prev.type == "ListItem" else "NarrativeText"
+            last_line = replace(e, type=prev.type)
+            continue
+        out.append(e)
+        para_x0 = e.box[0] if e.box is not None else None
+        last_line = replace(e)
+    return out
+
+
+__all__ = ["PAGED_FORMATS", "reconstruct", "is_fragment"]
