@@ -108,6 +108,13 @@ def instance_for(home: Path) -> dg.DagsterInstance:
         return instance
 
 
+# The code location ``workspace.yaml`` loads (its name is the file name). Runs started in this
+# process carry the tag the UI files a location's runs under, so a CLI run is listed on
+# ``index_job``'s page beside the runs launched from the UI, the sensor and the schedule.
+LOCATION_NAME = "definitions.py"
+RUN_ORIGIN_TAGS = {".dagster/repository": f"__repository__@{LOCATION_NAME}"}
+
+
 def execute_run(*, config_file: str | None = None, home: str | None = None, overrides: dict | None = None,
                 instance: dg.DagsterInstance | None = None, extra_checks: list | None = None,
                 raise_on_error: bool = False, lock_wait_s: float = 0.0) -> dg.ExecuteInProcessResult:
@@ -128,7 +135,7 @@ def execute_run(*, config_file: str | None = None, home: str | None = None, over
         ).resolve_job_def(index_job.name)
         return job.execute_in_process(
             instance=instance or instance_for(settings.home), raise_on_error=raise_on_error,
-            tags={"ingest_platform/trigger": "cli"},
+            tags={"ingest_platform/trigger": "cli", **RUN_ORIGIN_TAGS},
         )
 
 
@@ -143,7 +150,7 @@ def execute_freshness(*, config_file: str | None = None, home: str | None = None
         resources=build_resources(config_file, str(settings.home)),
     ).resolve_job_def("freshness_job")
     return job.execute_in_process(instance=instance or instance_for(settings.home), raise_on_error=raise_on_error,
-                                  tags={"ingest_platform/trigger": "cli"})
+                                  tags={"ingest_platform/trigger": "cli", **RUN_ORIGIN_TAGS})
 
 
 def execute_review(*, config_file: str | None = None, home: str | None = None,
@@ -155,5 +162,5 @@ def execute_review(*, config_file: str | None = None, home: str | None = None,
     return dg.materialize(
         [*SERVING_ASSETS, *MONITORING_CHECKS], resources=build_resources(config_file, str(settings.home)),
         instance=instance or instance_for(settings.home), raise_on_error=raise_on_error,
-        tags={"ingest_platform/trigger": "cli"},
+        tags={"ingest_platform/trigger": "cli", **RUN_ORIGIN_TAGS},
     )
