@@ -49,7 +49,10 @@ class Embedder:
     def encode(
         self, texts: list[str], progress: Callable[[int], None] | None = None, chunk: int = 256
     ) -> np.ndarray:
-        """Unit-normalised float32 vectors, in input order."""
+        """Unit-normalised float32 vectors of passages, in input order.
+
+        Through sentence-transformers' ``encode_document``: a model that configures a document
+        prompt (e5's ``"passage: "``, bge's instructions) gets it, one without is encoded as is."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")[::-1]
@@ -57,7 +60,7 @@ class Embedder:
         with self._lock:
             for start in range(0, len(order), chunk):
                 idx = order[start : start + chunk]
-                out[idx] = self._model.encode(
+                out[idx] = self._model.encode_document(
                     [texts[i] for i in idx], batch_size=self.batch_size, normalize_embeddings=True,
                     convert_to_numpy=True, show_progress_bar=False,
                 )
@@ -77,7 +80,7 @@ class Embedder:
             if threads != 1:
                 torch.set_num_threads(1)
             try:
-                return self._model.encode(
+                return self._model.encode_query(  # the model's query prompt, if it has one
                     [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
                 )[0].astype(np.float32)
             finally:

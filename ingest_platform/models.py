@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -19,12 +21,35 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
+def model_prompts(model: str) -> tuple[dict[str, str], str | None]:
+    """The prompts a sentence-transformers model directory configures
+    (``config_sentence_transformers.json``: ``prompts`` and ``default_prompt_name``)."""
+    cfg = Path(resolve_model_path(model)) / "config_sentence_transformers.json"
+    if not cfg.exists():
+        return {}, None
+    data = json.loads(cfg.read_text())
+    return dict(data.get("prompts") or {}), data.get("default_prompt_name")
+
+
+def query_prompt(model: str) -> str:
+    """The text sentence-transformers' ``encode_query`` puts before a query for this model."""
+    prompts, default = model_prompts(model)
+    return prompts.get("query", prompts.get(default, "") if default else "")
+
+
 def model_id(model: str) -> str:
-    """A stable id for cache keys and index metadata: the directory name for local paths."""
+    """A stable id for cache keys and index metadata: the directory name for local paths, plus a
+    digest of the model's prompts when it has any (other prompts, other vectors)."""
     path = resolve_model_path(model)
     if model == "default":
-        return "sentence-transformers/all-MiniLM-L6-v2"
-    return Path(path).name if os.path.isdir(path) else model
+        base = "sentence-transformers/all-MiniLM-L6-v2"
+    else:
+        base = Path(path).name if os.path.isdir(path) else model
+    prompts, default = model_prompts(model) if os.path.isdir(path) else ({}, None)
+    if not prompts:
+        return base
+    digest = hashlib.sha256(json.dumps([prompts, default], sort_keys=True).encode()).hexdigest()[:8]
+    return f"{base}+prompts-{digest}"
 
 
 @functools.lru_cache(maxsize=4)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest_platform.models import model_id, resolve_model_path
+from ingest_platform.models import model_id, query_prompt, resolve_model_path
 
 BACKENDS = ("torch", "onnx")
 _MEMO = 512  # distinct query texts whose vectors are kept
@@ -132,6 +132,8 @@ class OnnxQueryEncoder(QueryEncoder):
         cfg = path / "sentence_bert_config.json"
         if cfg.exists():
             max_len = int(json.loads(cfg.read_text()).get("max_seq_length", max_len))
+        # What sentence-transformers' encode_query prepends for this model (e5: "query: ").
+        self.prompt = query_prompt(model)
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=max_len)
         self.tokenizer.no_padding()
@@ -145,7 +147,7 @@ class OnnxQueryEncoder(QueryEncoder):
         self.dim = int(self.session.get_outputs()[0].shape[-1] or 0) or None
 
     def _encode(self, text: str) -> np.ndarray:
-        enc = self.tokenizer.encode(text)
+        enc = self.tokenizer.encode(self.prompt + text)
         ids = np.asarray([enc.ids], dtype=np.int64)
         mask = np.asarray([enc.attention_mask], dtype=np.int64)
         types = np.asarray([enc.type_ids], dtype=np.int64)
