@@ -434,6 +434,7 @@ def cmd_ui(args) -> int:
     launched from the UI all use the one state directory the user named."""
     import signal
     import subprocess
+    import threading
 
     settings = _settings(args)
     root = Path(__file__).resolve().parent.parent
@@ -453,16 +454,29 @@ def cmd_ui(args) -> int:
     # Its own process group: whatever dagster dev started (webserver, daemon, code server, run
     # workers) is stopped with it, even when a code server outlives dagster dev's own shutdown.
     proc = subprocess.Popen(cmd, env=env, cwd=root, process_group=0)
+    stopping = threading.Event()
 
     def forward(signum, _frame):  # Ctrl-C or a SIGTERM to this process: dagster dev shuts down first
         proc.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+        stopping.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
     try:
-        return proc.wait()
+        while proc.poll() is None:
+            if stopping.wait(0.5):
+                # dagster dev waits for its code server, which can wait for a run in progress:
+                # give it UI_STOP_GRACE_S, then stop what is left of the group ourselves.
+                try:
+                    return proc.wait(timeout=UI_STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    return 128 + signal.SIGTERM
+        return proc.returncode
     finally:
-        _stop_group(proc.pid)
+        _stop_group(proc.pid, grace_s=10.0)
+
+
+UI_STOP_GRACE_S = 20.0
 
 
 def _stop_group(pgid: int, grace_s: float = 15.0) -> None:

@@ -126,7 +126,10 @@ class QuerySettings(_Strict):
     # How hybrid search merges the vector and keyword lists (see ``query.fuse``): "zscore" adds the
     # weighted per-query z-scores of cosine similarity and BM25; "rrf" is reciprocal rank fusion.
     # Defaults tuned on SciFact's train split (benchmarks/README.md): zscore beat the best RRF there.
-    fusion: Literal["zscore", "rrf"] = "zscore"
+    fusion: Literal["zscore", "minmax", "rrf"] = "zscore"
+    # What a chunk missing from one retriever's list gets from it: "chunk" nothing (its list's
+    # floor), "document" the best contribution of a chunk of its document (query.fuse).
+    aggregate: Literal["chunk", "document"] = "chunk"
     rrf_k: int = 60
     vector_weight: float = 0.6
     keyword_weight: float = 0.4

@@ -473,7 +473,8 @@ class Retriever:
             ranked["keyword"], timings["keyword"] = self._timed_keyword(pinned.table, keyword_text or text, where, depth,
                                                                         pinned.columns)
         t = time.perf_counter()
-        hits = fuse(ranked, {"vector": q.vector_weight, "keyword": q.keyword_weight}, q.rrf_k, k, method=q.fusion)
+        hits = fuse(ranked, {"vector": q.vector_weight, "keyword": q.keyword_weight}, q.rrf_k, k, method=q.fusion,
+                    aggregate=q.aggregate)
         _attach_guard_fields(hits, ranked)
         timings["fuse"] = _ms(t)
         return hits
@@ -612,58 +613,97 @@ class Retriever:
 
 # Each retriever's own relevance score, higher is better: cosine similarity, BM25.
 _SCORE = {"vector": lambda row: 1.0 - row["_distance"], "keyword": lambda row: row["_score"]}
+FUSIONS = ("zscore", "minmax", "rrf")
+AGGREGATES = ("chunk", "document")
 
 
-def _standardised(name: str, results: list[dict]) -> tuple[list[float], float]:
-    """The list's scores as z-scores over the list, and the z-score of its last candidate (what a
-    chunk the list did not return gets: it ranked below every candidate)."""
+def _normalised(name: str, results: list[dict], method: str) -> list[float]:
+    """The list's scores on a common scale: z-scores or min-max over the list's own candidates
+    (cosine similarity and BM25 live on unrelated scales); by rank when a list has no scores."""
     get = _SCORE.get(name)
-    if get is None or any(get(row) is None for row in results):  # no usable scores: by rank
+    if get is None or any(get(row) is None for row in results):
         raw = [-float(rank) for rank in range(len(results))]
     else:
         raw = [float(get(row)) for row in results]
+    if method == "minmax":
+        lo, hi = min(raw), max(raw)
+        return [(x - lo) / (hi - lo) if hi > lo else 1.0 for x in raw]
     mean = sum(raw) / len(raw)
     sd = (sum((x - mean) ** 2 for x in raw) / len(raw)) ** 0.5 or 1.0
-    z = [(x - mean) / sd for x in raw]
-    return z, min(z)
+    return [(x - mean) / sd for x in raw]
 
 
 def fuse(ranked: dict[str, list[dict]], weights: dict[str, float], rrf_k: int, k: int,
-         method: str = "zscore") -> list[Hit]:
+         method: str = "zscore", aggregate: str = "chunk") -> list[Hit]:
     """Merge ranked lists of chunks into ``k`` hits.
 
-    ``zscore`` (the default, tuned on SciFact's train split, see ``benchmarks/README.md``): each
-    list's scores are standardised over its own candidates (cosine similarity and BM25 live on
-    unrelated scales; z-scores make them comparable per query) and the fused score is
-    ``sum(w * z)``; a chunk missing from a list counts as that list's last candidate.
-    ``rrf``: weighted reciprocal rank fusion, ``sum(w / (rrf_k + rank))`` with ranks from 1.
-    A single list keeps its order either way.
+    Parameters
+    ----------
+    ranked:
+        Per retriever (``"vector"``, ``"keyword"``), its candidate rows, best first.
+    weights:
+        Per retriever, the weight of its contribution.
+    rrf_k:
+        The rank offset of reciprocal rank fusion.
+    method:
+        ``"zscore"``: each list's scores standardised over its own candidates, fused as
+        ``sum(w * z)``. ``"minmax"``: scores scaled to [0, 1] over the list, ``sum(w * s)`` (a convex
+        combination). ``"rrf"``: reciprocal rank fusion, ``sum(w / (rrf_k + rank))``.
+    aggregate:
+        What a chunk absent from a list gets from that list. ``"chunk"``: nothing (rrf), or the
+        list's lowest candidate score (zscore, minmax): it ranked below every candidate.
+        ``"document"``: the best contribution of a chunk *of the same document* in that list, so
+        a document's evidence adds up across its chunks (the vector side may match its second
+        chunk, BM25 its first) while hits stay passages; a document none of whose chunks is in a
+        list gets what ``"chunk"`` gives.
+
+    Returns
+    -------
+    list[Hit]
+        At most ``k`` hits, best first (ties broken by chunk id). A single list keeps its order.
+
+    The defaults were chosen by cross-validation on SciFact train among all of these
+    (``benchmarks/fusion_cv.py``, ``benchmarks/README.md``).
     """
-    if method not in ("zscore", "rrf"):
-        raise ValueError(f"unknown fusion method {method!r}: use 'zscore' or 'rrf'")
-    scores: dict[str, float] = {}
+    if method not in FUSIONS:
+        raise ValueError(f"unknown fusion method {method!r}: use one of {', '.join(FUSIONS)}")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"unknown aggregate {aggregate!r}: use one of {', '.join(AGGREGATES)}")
     rows: dict[str, dict] = {}
     ranks: dict[str, dict[str, int | None]] = {}
+    own: dict[str, dict[str, float]] = {}  # chunk -> list -> its contribution
+    doc_best: dict[str, dict[str, float]] = {}  # list -> doc -> best contribution of its chunks
     floors: dict[str, float] = {}
     for name, results in ranked.items():
+        if not results:
+            continue
         w = weights.get(name, 1.0)
-        if method == "zscore" and results:
-            z, floors[name] = _standardised(name, results)
-            contributions = [w * x for x in z]
-        else:
+        if method == "rrf":
             contributions = [w / (rrf_k + rank) for rank in range(1, len(results) + 1)]
+        else:
+            norm = _normalised(name, results, method)
+            contributions = [w * x for x in norm]
+            floors[name] = w * min(norm)
+        best = doc_best.setdefault(name, {})
         for rank, (row, add) in enumerate(zip(results, contributions), start=1):
             cid = row["chunk_id"]
-            if cid in ranks and ranks[cid][name] is not None:
+            if name in own.get(cid, {}):
                 continue  # a chunk listed twice by one retriever counts once, at its best rank
             rows.setdefault(cid, row)
             ranks.setdefault(cid, {n: None for n in ranked})[name] = rank
-            scores[cid] = scores.get(cid, 0.0) + add
-    if method == "zscore":
-        for cid, got in ranks.items():
-            for name, rank in got.items():
-                if rank is None and name in floors:
-                    scores[cid] += weights.get(name, 1.0) * floors[name]
+            own.setdefault(cid, {})[name] = add
+            best.setdefault(row["doc_id"], add)  # lists are best first
+    scores: dict[str, float] = {}
+    for cid, got in own.items():
+        total = 0.0
+        for name in doc_best:
+            if name in got:
+                total += got[name]
+            elif aggregate == "document" and rows[cid]["doc_id"] in doc_best[name]:
+                total += doc_best[name][rows[cid]["doc_id"]]
+            else:
+                total += floors.get(name, 0.0)
+        scores[cid] = total
     order = sorted(scores, key=lambda c: (-scores[c], c))[:k]
     return [
         Hit(

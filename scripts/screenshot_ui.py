@@ -115,15 +115,26 @@ def start_ui(config: Path, port: int, log: Path) -> subprocess.Popen:
 
 
 def stop_ui(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)  # the CLI stops dagster dev and everything it started
+    """SIGTERM the CLI (it stops dagster dev and everything it started); whatever of its session is
+    still alive after that (a CLI that could not finish in time leaves dagster dev orphaned) is
+    killed, so no UI outlives the test or the script."""
+    proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=90)
+        proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
         pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    kill_session(proc.pid)
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every live process of session ``sid`` (``start_new_session=True`` makes the child's
+    pid its session id; dagster dev and its children stay in that session)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == sid:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            continue
 
 
 def open_browser(pw):

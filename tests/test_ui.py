@@ -78,14 +78,19 @@ def dagster_dev(tmp_path):
         yield port, tmp_path, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)  # only the CLI: it must stop dagster dev and all it started
+        left = {}
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=120)
             deadline = time.time() + 45
             while session_processes(proc.pid) and time.time() < deadline:
                 time.sleep(0.5)
             left = session_processes(proc.pid)
         finally:
-            os.killpg(proc.pid, signal.SIGKILL) if session_processes(proc.pid) else None
+            for pid in session_processes(proc.pid):  # never leave a UI behind, even on failure
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             log.close()
         assert not left, f"processes left after stopping the UI: {left}"
     assert (tmp_path / "ui-home" / "dagster" / "dagster.yaml").exists()  # the instance persisted
