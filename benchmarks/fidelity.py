@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.beir import evaluate, run_queries
+from benchmarks.beir import evaluate, run_queries, score
 from benchmarks.common import (REPO, RESULTS, SCIFACT, WORK, load_qrels, load_queries, machine, make_settings,
                                print_table, read_jsonl, source_name, write_json)
 from benchmarks.render import FORMATS, file_name, render
@@ -83,8 +83,11 @@ def chunk_stats(settings) -> dict:
 def doc_ids_by_file(runs: dict, fmt: str) -> dict:
     """Document ids of the file path (``<source>:<id>.<fmt>``) back to BEIR ids."""
     suffix = f".{fmt}"
-    return {mode: {q: [d[: -len(suffix)] if d.endswith(suffix) else d for d in ranked] for q, ranked in run.items()}
-            for mode, run in runs.items()}
+
+    def strip(run: dict) -> dict:
+        return {q: [d[: -len(suffix)] if d.endswith(suffix) else d for d in ranked] for q, ranked in run.items()}
+
+    return {mode: {depth: strip(run) for depth, run in by_depth.items()} for mode, by_depth in runs.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     # The records path first: the reference.
     settings, stages, build_s = build(work / "records", corpus, name)
     runs, _ = run_queries(settings, name, texts, qids)
-    rows["records"] = {"build_s": build_s, "metrics": {m: evaluate(runs[m], qrels) for m in MODES},
+    rows["records"] = {"build_s": build_s, "metrics": {m: score(runs[m], qrels) for m in MODES},
                        "parse_docs_per_s": None, **chunk_stats(settings)}
     print(f"records: built in {build_s:.0f}s", flush=True)
     for fmt in formats:
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         runs = doc_ids_by_file(runs, fmt)
         parse = stages["parse"]
         row = {"build_s": build_s, "build_ratio_to_records": build_s / rows["records"]["build_s"],
-               "metrics": {m: evaluate(runs[m], qrels) for m in MODES},
+               "metrics": {m: score(runs[m], qrels) for m in MODES},
                "parse_docs_per_s": parse["parsed"] / parse["seconds"] if parse["seconds"] else None,
                "parse_failed": parse["failed"], "stages_s": {k: v["wall_s"] for k, v in stages.items()},
                **chunk_stats(settings)}

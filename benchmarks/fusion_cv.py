@@ -14,8 +14,10 @@ document-level aggregation) is scored the same way:
    folds and scored on it. A family's CV score is the mean over all train queries of those
    held-out scores, so a family with a bigger grid gains nothing from having more chances.
 2. **Noise.** Families are compared by the paired per-query difference of their CV scores, with
-   its standard error. Any family within one standard error of the best is as good as the data
-   can tell; of those the simplest ships (fewest parameters, equal weights, the smallest depth).
+   its standard error (SE). A family less than two SE behind the best (the 95% level) is as good
+   as the data can tell; of those the simplest ships (the fewest moving parts: chunk lists before
+   document aggregation, no extra index), and within it the most neutral grid point less than two
+   SE from its best (equal weights, the smallest depth, RRF's customary k = 60).
 3. **Sensitivity.** For each family, the train score of every grid point: how much a parameter
    matters, and how flat the optimum is.
 4. **Test, once.** The chosen default, the previous one and the references (plain RRF of the
@@ -45,6 +47,7 @@ from benchmarks.common import (REPO, RESULTS, SCIFACT, WORK, load_qrels, load_qu
 DEPTHS = (50, 100, 200)
 VECTOR_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)
 RRF_KS = (10, 30, 60, 100)
+NOISE_SE = 2.0  # differences smaller than this many standard errors are noise (95% level)
 
 
 @dataclass(frozen=True)
@@ -106,10 +109,10 @@ def paired(a: dict[str, float], b: dict[str, float]) -> tuple[float, float]:
 
 
 def simplest_best(grid_scores: list[tuple[dict, float]], se: float) -> dict:
-    """Of the grid points within ``se`` of the best, the most neutral: equal weights first, then
-    the smallest depth, then RRF's customary k = 60."""
+    """Of the grid points less than ``se`` below the best, the most neutral: equal weights first,
+    then the smallest depth, then RRF's customary k = 60."""
     best = max(s for _, s in grid_scores)
-    near = [p for p, s in grid_scores if s >= best - se]
+    near = [p for p, s in grid_scores if s > best - se or s == best]
     return min(near, key=lambda p: (abs(p["vector_weight"] - 0.5), p["depth"], abs(p["rrf_k"] - 60)))
 
 
@@ -215,7 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
     for fam in FAMILIES:
         d, se = paired(cv[fam.name]["held_out"], cv[best.name]["held_out"])
         comparisons[fam.name] = {"delta_vs_best": d, "se": se}
-    tied = [f for f in FAMILIES if comparisons[f.name]["delta_vs_best"] >= -comparisons[f.name]["se"] or f is best]
+    tied = [f for f in FAMILIES if comparisons[f.name]["delta_vs_best"] > -NOISE_SE * comparisons[f.name]["se"]
+            or f is best]
     chosen_family = min(tied, key=lambda f: f.simplicity)
     # Its parameters: on all of train, the most neutral grid point within one standard error of the best.
     fam_scores = scores["train"][chosen_family.name]
@@ -225,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
     for k, v in fam_scores.items():
         spread.append(paired(v, fam_scores[top_key])[1])
     se = max(spread) if spread else 0.0
-    chosen_params = simplest_best(grid_means, se)
+    chosen_params = simplest_best(grid_means, NOISE_SE * se)
 
     # ---- sensitivity: the train score across each family's grid ----
     sensitivity = {}
@@ -277,8 +281,8 @@ def main(argv: list[str] | None = None) -> dict:
                   comparisons[f.name]["se"], f"{sensitivity[f.name]['min']:.4f}..{sensitivity[f.name]['max']:.4f}"]
                  for f in FAMILIES],
                 title=f"{args.folds}-fold cross-validation on {name} train ({len(train_qids)} queries)")
-    print(f"\nchosen: {chosen_family.name} ({_key(chosen_params)}): the simplest family within one SE of the "
-          f"best ({best.name}); parameters the most neutral within one SE of the family's best")
+    print(f"\nchosen: {chosen_family.name} ({_key(chosen_params)}): the simplest family less than {NOISE_SE:g} SE "
+          f"behind the best ({best.name}); parameters the most neutral less than {NOISE_SE:g} SE from the family's best")
     print_table(["system", "nDCG@10", "recall@100", "MRR@10"],
                 [[k, v["ndcg@10"], v["recall@100"], v["mrr@10"]] for k, v in test_rows.items()],
                 title=f"{name} test ({len(test_qids)} queries), scored once")

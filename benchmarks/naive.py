@@ -73,14 +73,15 @@ class NaiveIndex:
 
     def vector(self, query: str) -> list[str]:
         vec = self.embedder.encode_query(query)
-        rows = self.table.search(vec).distance_type("cosine").select(["doc_id"]).limit(DEPTH).to_arrow()
+        rows = self.table.search(vec).distance_type("cosine").select(["doc_id", "_distance"]).limit(DEPTH).to_arrow()
         return rows["doc_id"].to_pylist()
 
     def keyword(self, query: str) -> list[str]:
         from ingest_platform.query import keyword_query
 
         try:
-            rows = self.table.search(keyword_query(query), query_type="fts").select(["doc_id"]).limit(DEPTH).to_arrow()
+            rows = (self.table.search(keyword_query(query), query_type="fts").select(["doc_id", "_score"])
+                    .limit(DEPTH).to_arrow())
         except ValueError:  # a query of stop words only
             return []
         return rows["doc_id"].to_pylist()

@@ -123,18 +123,22 @@ class IndexSettings(_Strict):
 
 
 class QuerySettings(_Strict):
-    # How hybrid search merges the vector and keyword lists (see ``query.fuse``): "zscore" adds the
-    # weighted per-query z-scores of cosine similarity and BM25; "rrf" is reciprocal rank fusion.
-    # Defaults tuned on SciFact's train split (benchmarks/README.md): zscore beat the best RRF there.
+    # How hybrid search merges the vector and keyword lists (``query.fuse``): "zscore" adds the
+    # weighted per-query z-scores of cosine similarity and BM25, "minmax" their min-max scaled
+    # values, "rrf" is reciprocal rank fusion. The defaults (z-score, equal weights, 50 candidates
+    # per list, chunk-level) were chosen by 5-fold cross-validation on SciFact train among all
+    # three methods, both aggregates and a grid of weights and depths: the simplest choice less
+    # than two standard errors behind the best (benchmarks/fusion_cv.py, benchmarks/README.md).
     fusion: Literal["zscore", "minmax", "rrf"] = "zscore"
     # What a chunk missing from one retriever's list gets from it: "chunk" nothing (its list's
     # floor), "document" the best contribution of a chunk of its document (query.fuse).
     aggregate: Literal["chunk", "document"] = "chunk"
     rrf_k: int = 60
-    vector_weight: float = 0.6
-    keyword_weight: float = 0.4
-    # Chunks each retriever returns for hybrid fusion (the z-scores are taken over these).
-    candidates: int = 200
+    vector_weight: float = 0.5
+    keyword_weight: float = 0.5
+    # Chunks each retriever returns for hybrid fusion (the z-scores are taken over these); a query
+    # asking for more hits than this gets as many candidates as hits.
+    candidates: int = Field(default=50, ge=1)
     cache_size: int = 1024
     trace: bool = True
     max_k: int = 1000
