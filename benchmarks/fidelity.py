@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     queries = load_queries(dataset)
     qrels = {q: r for q, r in load_qrels(dataset, "test").items() if q in queries}
     qids = [q for q in qrels if any(v > 0 for v in qrels[q].values())][: args.limit_queries]
+    qrels = {q: qrels[q] for q in qids}
     corpus = subset(dataset, qids, args.limit_docs, work)
     ids = {str(r["_id"]) for r in read_jsonl(corpus)}
     texts = {q: queries[q] for q in qids}

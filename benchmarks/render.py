@@ -76,7 +76,7 @@ def render_docx(path: Path, title: str, text: str) -> None:
     import docx
 
     document = docx.Document()
-    document.core_properties.title = title
+    document.core_properties.title = title[:255]  # the property holds at most 255 characters
     document.add_heading(title, level=1)
     document.add_paragraph(text)
     document.save(str(path))
