@@ -24,6 +24,7 @@ from checks.guardrail_checks import GUARDRAIL_CHECKS
 from checks.monitoring_checks import MONITORING_CHECKS, build_review_schedule, production_loop_job
 from checks.quality_checks import QUALITY_CHECKS
 from checks.safety_checks import SAFETY_CHECKS
+from ingest_platform import state
 from resources import build_resources
 
 
@@ -93,7 +94,7 @@ def instance_for(home: Path) -> dg.DagsterInstance:
     from ingest_platform.locking import file_lock
     from ingest_platform.storage import atomic_write_text
 
-    dagster_home = Path(home).resolve() / "dagster"
+    dagster_home = state.dagster_home(Path(home).resolve())
     dagster_home.mkdir(parents=True, exist_ok=True)
     cfg = dagster_home / "dagster.yaml"
     # Two processes creating the SQLite storage at once once left it with two schema heads for

@@ -5,7 +5,7 @@ No ``from __future__ import annotations`` here: Dagster checks the ``context`` a
 
 import dagster as dg
 
-from ingest_platform import evaluation
+from ingest_platform import evaluation, state
 from resources import PlatformSettings
 
 from . import metadata as m_
@@ -58,7 +58,7 @@ def index_eval(context: dg.AssetExecutionContext, platform: PlatformSettings) ->
     trend = evaluation.history_trend_md(s)
     if trend is not None:
         meta["history_trend"] = dg.MetadataValue.md(trend)  # short enough for the UI to show inline
-    plot = evaluation.plot_history(s, s.state / "evals" / "history.png")
+    plot = evaluation.plot_history(s, state.eval_plot(s.state))
     if plot is not None:
         meta["history_plot"] = dg.MetadataValue.md(f"![eval history by index version]({evaluation.png_data_uri(plot)})")
     return dg.MaterializeResult(metadata=meta)

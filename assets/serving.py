@@ -7,7 +7,7 @@ import json
 
 import dagster as dg
 
-from ingest_platform import review
+from ingest_platform import review, state
 from ingest_platform.traces import now  # honours INGEST_PLATFORM_NOW (tests, replaying a day)
 from resources import PlatformSettings
 
@@ -36,7 +36,7 @@ def review_queue(context: dg.AssetExecutionContext, platform: PlatformSettings) 
     monitoring checks on this asset watch the same traces over the last week."""
     s = platform.get()
     queue = review.review_queue(s, now=now())
-    path = s.state / "review" / f"review-{queue.end[:10]}.json"
+    path = state.review(s.state, queue.end[:10])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(queue.to_json(), indent=1))
     records = [dg.TableRecord({c.name: getattr(item, c.name) for c in REVIEW_COLUMNS.columns}) for item in queue.items]

@@ -7,7 +7,7 @@ monitoring.py`` says what each measures and why) and shows its series over time 
 import dagster as dg
 
 from assets.serving import now, review_queue
-from ingest_platform import monitoring
+from ingest_platform import monitoring, state
 from ingest_platform.evaluation import png_data_uri
 from resources import PlatformSettings
 
@@ -34,7 +34,7 @@ def _check(name: str, description: str):
                       "value": float(signal.value) if signal.value is not None else "n/a"}
         meta.update({k: v for k, v in signal.details.items() if v is not None})
         if signal.series:
-            plot = monitoring.plot(signal, s.state / "monitoring" / f"{name}.png")
+            plot = monitoring.plot(signal, state.monitoring_plot(s.state, name))
             meta["plot"] = dg.MetadataValue.md(f"![{name} over time]({png_data_uri(plot)})")
         return dg.AssetCheckResult(passed=signal.passed, severity=dg.AssetCheckSeverity.WARN,
                                    metadata=meta, description=signal.description)

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ingest_platform import manifest as mf
+from ingest_platform import state
 from ingest_platform.config import Settings
 
 
@@ -35,7 +36,7 @@ class Completion:
 
 
 def marker_path(settings: Settings) -> Path:
-    return settings.state / "last_complete_run.json"
+    return state.last_complete_run(settings.state)
 
 
 def state_digest(settings: Settings) -> str:

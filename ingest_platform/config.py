@@ -311,7 +311,9 @@ class Settings(BaseSettings):
 
     @property
     def lancedb_uri(self) -> str:
-        return self.index.uri or str(self.state / "lancedb")
+        from ingest_platform import state
+
+        return self.index.uri or str(state.lancedb(self.state))
 
     def pipeline_fingerprint(self) -> str:
         """What, besides a document's own bytes, decides its chunks: changing it re-chunks everything."""

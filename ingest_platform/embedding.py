@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest_platform import faults
+from ingest_platform import faults, state
 from ingest_platform.models import model_id as _model_id
 from ingest_platform.models import resolve_model_path
 from ingest_platform.progress import Progress
@@ -113,7 +113,7 @@ class EmbeddingCache:
     """Vectors by text hash, one append-only segment folder per model id."""
 
     def __init__(self, home: Path, model_id: str, dim: int):
-        self.store = SegmentStore(Path(home) / "embeddings" / _slug(model_id), cache_schema(dim), "text_sha256")
+        self.store = SegmentStore(state.embeddings(home, _slug(model_id)), cache_schema(dim), "text_sha256")
         self.dim = dim
 
     def keys(self) -> set[str]:

@@ -46,6 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ingest_platform import state
 from ingest_platform.config import PUBLIC_GROUP, Settings
 from ingest_platform.storage import atomic_write_text
 
@@ -444,7 +445,7 @@ def compare(candidate: EvalReport, production: EvalReport | None, floors: Mappin
 
 
 def reports_path(settings: Settings, version: int) -> Path:
-    return settings.state / "evals" / f"v{version}.json"
+    return state.eval_report(settings.state, version)
 
 
 def save_reports(settings: Settings, candidate: EvalReport, production: EvalReport | None) -> Path:
@@ -467,7 +468,7 @@ def load_reports(settings: Settings, version: int) -> tuple[EvalReport, EvalRepo
 
 
 def history_db(settings: Settings) -> Path:
-    return settings.state / "eval.duckdb"
+    return state.eval_history(settings.state)
 
 
 _DDL = [

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ingest_platform import traces
+from ingest_platform import state, traces
 from ingest_platform.index import PRODUCTION, IndexError_, IndexStore, quote
 
 JUDGE_ENV = "INGEST_PLATFORM_JUDGE"
@@ -51,7 +51,7 @@ class Feedback:
 
 
 def path(home: str | os.PathLike) -> Path:
-    return Path(home) / "feedback" / "feedback.jsonl"
+    return state.feedback(home)
 
 
 def default_judge() -> str:

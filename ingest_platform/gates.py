@@ -11,6 +11,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ingest_platform import state
 from ingest_platform.errors import PromotionRefused
 from ingest_platform.locking import file_lock
 from ingest_platform.storage import atomic_write_text
@@ -19,7 +20,7 @@ GateError = PromotionRefused  # the name older callers know
 
 
 def _path(home: Path, version: int) -> Path:
-    return Path(home) / "gates" / f"v{version}.json"
+    return state.gate(home, version)
 
 
 def record(home: Path, version: int, name: str, passed: bool, details: dict | None = None) -> None:

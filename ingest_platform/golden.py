@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest_platform import feedback
+from ingest_platform import feedback, state
 from ingest_platform.config import Settings
 from ingest_platform.storage import atomic_write_text
 
@@ -37,7 +37,7 @@ SYNTHETIC_TAG = "synthetic"
 def production_file(settings: Settings) -> Path:
     """Where production-derived golden entries live."""
     chosen = settings.eval.production_golden_file
-    return Path(chosen) if chosen else settings.state / "golden" / "production.jsonl"
+    return Path(chosen) if chosen else state.production_golden(settings.state)
 
 
 def _norm(text: str) -> str:

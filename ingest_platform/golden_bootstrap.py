@@ -25,6 +25,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest_platform import state
 from ingest_platform.config import Settings
 from ingest_platform.chunking import HEADING_SEP
 from ingest_platform.golden import SYNTHETIC_TAG
@@ -124,7 +125,7 @@ def bootstrap(settings: Settings, out: str | Path | None = None, n: int = 50, *,
                     "provenance": {"source": "bootstrap", "from": kind, "index_version": version},
                 })
         depth += 1
-    path = Path(out) if out else settings.state / "golden" / "synthetic.jsonl"
+    path = Path(out) if out else state.synthetic_golden(settings.state)
     for e in entries:
         parse_golden_line(e, f"{path} (id {e['id']})")
     atomic_write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries), path)

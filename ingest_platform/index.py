@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest_platform import faults
+from ingest_platform import faults, state
 from ingest_platform.schemas import ENRICHED, conform
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ class IndexStore:
     # ---- promotion --------------------------------------------------------------------------
     @property
     def history_path(self) -> Path:
-        return self.home / "promotions.jsonl"
+        return state.promotions(self.home)
 
     def history(self) -> list[PromotionEvent]:
         if not self.history_path.exists():

@@ -25,15 +25,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ingest_platform import state
 from ingest_platform.errors import HomeLocked
 
-LOCK_NAME = "writer.lock"
+LOCK_NAME = state.LOCK_NAME
 _held: dict[str, int] = {}
 _held_guard = threading.Lock()
 
 
 def lock_path(home: str | os.PathLike) -> Path:
-    return Path(home) / LOCK_NAME
+    return state.writer_lock(home)
 
 
 def holder(home: str | os.PathLike) -> dict | None:

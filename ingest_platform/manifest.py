@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from ingest_platform import state
 from ingest_platform.schemas import MANIFEST
 from ingest_platform.sources import RECORD_FORMAT, ScanItem
 from ingest_platform.storage import atomic_write_parquet, read_parquet
@@ -47,7 +48,7 @@ class ScanSummary:
 
 
 def manifest_path(home: Path) -> Path:
-    return Path(home) / "manifest.parquet"
+    return state.manifest(home)
 
 
 def load_manifest(home: Path) -> pa.Table:

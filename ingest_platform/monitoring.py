@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ingest_platform import traces
+from ingest_platform import state, traces
 from ingest_platform.config import Settings
 
 _WORD = re.compile(r"\w+")
@@ -120,7 +120,7 @@ def corpus_vocabulary(settings: Settings) -> tuple[set[str], int | None]:
     version = store.tags().get(PRODUCTION) if store.exists() else None
     if version is None:
         return set(), None
-    cache = settings.state / "monitoring" / f"vocabulary-v{version}.txt"
+    cache = state.monitoring_vocabulary(settings.state, version)
     if cache.exists():
         return set(cache.read_text(encoding="utf-8").split("\n")) - {""}, version
     table = store.checkout(version)

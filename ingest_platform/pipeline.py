@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest_platform import faults
+from ingest_platform import faults, state
 from ingest_platform import manifest as mf
 from ingest_platform.changes import manifest_changes
 from ingest_platform.config import Settings
@@ -43,32 +43,32 @@ FAILURE_SCHEMA = pa.schema([("cache_key", pa.string()), ("reason", pa.string())]
 
 
 def chunks_path(s: Settings) -> Path:
-    return s.state / "chunks.parquet"
+    return state.chunks(s.state)
 
 
 def enriched_path(s: Settings) -> Path:
-    return s.state / "enriched.parquet"
+    return state.enriched(s.state)
 
 
 def indexable_path(s: Settings) -> Path:
     """The enriched chunks after the corpus-wide guardrails (``dedupe.finalize``): what is indexed."""
-    return s.state / "indexable.parquet"
+    return state.indexable(s.state)
 
 
 def corpus_report_path(s: Settings) -> Path:
-    return s.state / "corpus-report.json"
+    return state.corpus_report(s.state)
 
 
 def scans_log(s: Settings) -> Path:
-    return s.state / "scans.jsonl"
+    return state.scans(s.state)
 
 
 def parsed_store(s: Settings) -> SegmentStore:
-    return SegmentStore(s.state / "parsed" / "elements", PARSED_SCHEMA, "content_sha256")
+    return SegmentStore(state.parsed_elements(s.state), PARSED_SCHEMA, "content_sha256")
 
 
 def failure_store(s: Settings) -> SegmentStore:
-    return SegmentStore(s.state / "parsed" / "failures", FAILURE_SCHEMA, "cache_key")
+    return SegmentStore(state.parse_failures(s.state), FAILURE_SCHEMA, "cache_key")
 
 
 def parse_fingerprint(s: Settings) -> str:
@@ -473,7 +473,7 @@ def finalize_corpus(settings: Settings, enriched: pa.Table):
     from ingest_platform.dedupe import finalize
     from ingest_platform.models import load_tokenizer
 
-    sig_path = settings.state / "minhash.parquet"
+    sig_path = state.minhash(settings.state)
     signatures = {}
     if sig_path.exists():
         cached = pq.read_table(sig_path).to_pydict()

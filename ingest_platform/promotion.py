@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ingest_platform import gates
+from ingest_platform import gates, state
 from ingest_platform import manifest as mf
 from ingest_platform.config import Settings
 from ingest_platform.errors import PromotionRefused
@@ -149,7 +149,7 @@ def exposure(settings: Settings, store: IndexStore, version: int) -> Exposure:
 
 
 def _hold_path(settings: Settings) -> Path:
-    return settings.state / "holds" / "deletions.json"
+    return state.deletion_hold(settings.state)
 
 
 def held_deletions(settings: Settings) -> dict[str, list[str]]:
@@ -325,7 +325,7 @@ def apply_revocations(settings: Settings, *, why: str = "", who: str | None = No
 
 
 def _revocations_path(settings: Settings) -> Path:
-    return settings.state / "revocations.jsonl"
+    return state.revocations(settings.state)
 
 
 def _log_revocations(settings: Settings, exp: Exposure) -> None:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from ingest_platform import rewrite, traces
+from ingest_platform import rewrite, state, traces
 from ingest_platform.config import PUBLIC_GROUP, Settings, load_settings
 from ingest_platform.dedupe import GUARD_COLUMNS, collapse_hits, hit_flags
 from ingest_platform.index import PRODUCTION, IndexError_, IndexStore, quote
@@ -484,7 +484,7 @@ class Retriever:
         from ingest_platform.query_encoder import get_query_encoder
 
         return get_query_encoder(pinned.model_spec, self.settings.embedding.device, self.settings.query.encoder,
-                                 str(self.settings.state / "models"))
+                                 str(state.models(self.settings.state)))
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:

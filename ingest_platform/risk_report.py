@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from ingest_platform import state
 from ingest_platform.config import Settings
 from ingest_platform.guardrails import RISK_TYPES
 from ingest_platform.quality import QualityResult
@@ -27,7 +28,7 @@ GUARDRAILS = "guardrails"
 
 
 def history_path(settings: Settings) -> Path:
-    return settings.state / "guardrails-history.jsonl"
+    return state.guardrails_history(settings.state)
 
 
 def summarize(settings: Settings, per_document: pa.Table | None = None, indexed: pa.Table | None = None) -> dict:

@@ -20,6 +20,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ingest_platform import state
+
 TRACE_ID = re.compile(r"^(\d{8})-[0-9a-f]{20}$")
 
 
@@ -47,13 +49,13 @@ def new_trace_id(at: datetime | None = None) -> str:
 
 
 def folder(home: str | os.PathLike) -> Path:
-    return Path(home) / "traces"
+    return state.traces(home)
 
 
 def file_for(home: str | os.PathLike, day: date | datetime | str) -> Path:
     """The trace file of one UTC day (``day`` may be a date or a ``YYYYMMDD`` string)."""
     stamp = day if isinstance(day, str) else f"{day:%Y%m%d}"
-    return folder(home) / f"queries-{stamp}.jsonl"
+    return state.trace_file(home, stamp)
 
 
 def append(home: str | os.PathLike, record: dict[str, Any]) -> None:

@@ -1,0 +1,191 @@
+"""Every path under ``home``: the one module that knows where the platform keeps its state.
+
+Why one owner: "where is this written?" must have one answer, so moving the state (to another
+disk, to object storage) or cleaning it up never needs a search through the code. Every other
+module asks here for its paths and never joins a file name onto ``home`` itself.
+
+``home`` is a local folder or an fsspec URI (``s3://bucket/prefix``, ``memory://...``). A local
+home gives ``pathlib.Path`` objects; a URI gives ``upath.UPath`` objects with the same interface
+(``/``, ``open``, ``read_text``, ``exists``, ``glob``...), backed by the URI's filesystem.
+
+Layout::
+
+    <home>/
+      manifest.parquet            the document manifest (one row per document ever seen)
+      scans.jsonl                 one line per source per scan: listed, or why not
+      parsed/elements/            parse cache: element segments keyed by content hash
+      parsed/failures/            parse failures keyed by content hash + parse settings
+      chunks.parquet  enriched.parquet  indexable.parquet  minhash.parquet  corpus-report.json
+      embeddings/<model>/         vector segments keyed by text hash
+      lancedb/                    the index (unless [index] uri puts it elsewhere)
+      promotions.jsonl            every move of the production tag
+      gates/v<N>.json             recorded gate verdicts per index version
+      evals/v<N>.json  eval.duckdb  evals/history.png
+      holds/deletions.json  revocations.jsonl
+      traces/queries-<day>.jsonl  feedback/feedback.jsonl  golden/production.jsonl  review/
+      monitoring/  models/  guardrails-history.jsonl  last_complete_run.json
+      dagster/                    the Dagster instance (runs, events, schedules)
+      writer.lock
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+LOCK_NAME = "writer.lock"
+
+
+def root(home: str | os.PathLike) -> Path:
+    """``home`` as a path object: ``Path`` for a local folder (or ``file://`` URI), ``UPath`` for
+    any other fsspec URI."""
+    text = os.fspath(home)
+    if text.startswith("file://"):
+        return Path(text[len("file://"):])
+    if "://" in text:
+        from upath import UPath
+
+        return UPath(text)
+    return Path(text)
+
+
+def is_local(home: str | os.PathLike) -> bool:
+    return "://" not in os.fspath(home) or os.fspath(home).startswith("file://")
+
+
+# ---- ingest -------------------------------------------------------------------------------------
+
+
+def manifest(home) -> Path:
+    return root(home) / "manifest.parquet"
+
+
+def scans(home) -> Path:
+    return root(home) / "scans.jsonl"
+
+
+def parsed_elements(home) -> Path:
+    return root(home) / "parsed" / "elements"
+
+
+def parse_failures(home) -> Path:
+    return root(home) / "parsed" / "failures"
+
+
+def chunks(home) -> Path:
+    return root(home) / "chunks.parquet"
+
+
+def enriched(home) -> Path:
+    return root(home) / "enriched.parquet"
+
+
+def indexable(home) -> Path:
+    """The enriched chunks after the corpus-wide guardrails: what is embedded and indexed."""
+    return root(home) / "indexable.parquet"
+
+
+def minhash(home) -> Path:
+    return root(home) / "minhash.parquet"
+
+
+def corpus_report(home) -> Path:
+    return root(home) / "corpus-report.json"
+
+
+def embeddings(home, model_slug: str) -> Path:
+    return root(home) / "embeddings" / model_slug
+
+
+def guardrails_history(home) -> Path:
+    return root(home) / "guardrails-history.jsonl"
+
+
+# ---- index and gates ----------------------------------------------------------------------------
+
+
+def lancedb(home) -> Path:
+    return root(home) / "lancedb"
+
+
+def promotions(home) -> Path:
+    return root(home) / "promotions.jsonl"
+
+
+def gate(home, version: int) -> Path:
+    return root(home) / "gates" / f"v{version}.json"
+
+
+def eval_report(home, version: int) -> Path:
+    return root(home) / "evals" / f"v{version}.json"
+
+
+def eval_history(home) -> Path:
+    return root(home) / "eval.duckdb"
+
+
+def eval_plot(home) -> Path:
+    return root(home) / "evals" / "history.png"
+
+
+def deletion_hold(home) -> Path:
+    return root(home) / "holds" / "deletions.json"
+
+
+def revocations(home) -> Path:
+    return root(home) / "revocations.jsonl"
+
+
+def last_complete_run(home) -> Path:
+    return root(home) / "last_complete_run.json"
+
+
+# ---- serving and the production loop ------------------------------------------------------------
+
+
+def traces(home) -> Path:
+    return root(home) / "traces"
+
+
+def trace_file(home, stamp: str) -> Path:
+    return traces(home) / f"queries-{stamp}.jsonl"
+
+
+def feedback(home) -> Path:
+    return root(home) / "feedback" / "feedback.jsonl"
+
+
+def production_golden(home) -> Path:
+    return root(home) / "golden" / "production.jsonl"
+
+
+def synthetic_golden(home) -> Path:
+    return root(home) / "golden" / "synthetic.jsonl"
+
+
+def review(home, day: str) -> Path:
+    return root(home) / "review" / f"review-{day}.json"
+
+
+def monitoring_vocabulary(home, version: int) -> Path:
+    return root(home) / "monitoring" / f"vocabulary-v{version}.txt"
+
+
+def monitoring_plot(home, name: str) -> Path:
+    return root(home) / "monitoring" / f"{name}.png"
+
+
+def models(home) -> Path:
+    """Models derived once from the embedding model (the ONNX query encoder)."""
+    return root(home) / "models"
+
+
+# ---- processes ----------------------------------------------------------------------------------
+
+
+def dagster_home(home) -> Path:
+    return root(home) / "dagster"
+
+
+def writer_lock(home) -> Path:
+    return root(home) / LOCK_NAME
