@@ -16,6 +16,7 @@ from assets.automation import build_automation
 from assets.evaluation import index_eval
 from assets.index import candidate_index, embeddings, production_index, production_revocations
 from assets.ingest import chunks, document_manifest, enriched_chunks, parsed_documents
+from assets.maintenance import build_maintenance_schedule, maintenance, maintenance_job
 from assets.serving import review_queue
 from checks.document_checks import DOCUMENT_CHECKS
 from checks.eval_checks import eval_gate
@@ -25,6 +26,7 @@ from checks.monitoring_checks import MONITORING_CHECKS, build_review_schedule, p
 from checks.quality_checks import QUALITY_CHECKS
 from checks.safety_checks import SAFETY_CHECKS
 from ingest_platform import state
+from ingest_platform.config import load_settings
 from resources import build_resources
 
 
@@ -45,37 +47,64 @@ CHECKS = [*QUALITY_CHECKS, *DOCUMENT_CHECKS, *SAFETY_CHECKS, *GUARDRAIL_CHECKS, 
 # never part of a pipeline run.
 SERVING_ASSETS = [review_queue]
 
+def build_executor(settings) -> dg.ExecutorDefinition:
+    """``index_job``'s executor, from ``[dagster] executor``: Dagster's own (in-process,
+    multiprocess), dagster-celery's or dagster-k8s' (imported only when chosen)."""
+    d = settings.dagster
+    if d.executor == "in_process":
+        return dg.in_process_executor
+    if d.executor == "multiprocess":
+        return dg.multiprocess_executor.configured({"max_concurrent": d.max_concurrent or os.cpu_count() or 1})
+    if d.executor == "celery":
+        from dagster_celery import celery_executor
+
+        return celery_executor.configured({"broker": d.celery_broker, "backend": d.celery_backend})
+    from dagster_k8s import k8s_job_executor  # installed in the deployment's image (deploy/README.md)
+
+    return k8s_job_executor
+
+
+_SETTINGS = load_settings(os.environ.get("INGEST_PLATFORM_CONFIG"))
+
 index_job = dg.define_asset_job(
     "index_job",
     selection=dg.AssetSelection.assets(*ASSETS) - dg.AssetSelection.checks(*FRESHNESS_CHECKS),
     description="The incremental pipeline end to end: scan, parse, chunk, enrich, embed, index, "
                 "checks, eval, promote.",
-    # One process for the whole run: the model loads once and the parser pool is reused. Steps are
-    # a chain anyway; on a cluster, swap in the multiprocess/k8s executor (docs/scaling.md).
-    executor_def=dg.in_process_executor,
+    # [dagster] executor: in-process by default (the model loads once); multiprocess, Celery or
+    # Kubernetes run each step, every shard step too, in a process of its own (docs/scaling.md).
+    executor_def=build_executor(_SETTINGS),
 )
 
 source_change_sensor, hourly_reindex = build_automation(index_job, os.environ.get("INGEST_PLATFORM_CONFIG"))
 
 daily_review = build_review_schedule(os.environ.get("INGEST_PLATFORM_CONFIG"))
+daily_maintenance = build_maintenance_schedule(os.environ.get("INGEST_PLATFORM_CONFIG"))
 
 defs = dg.Definitions(
-    assets=[*ASSETS, *SERVING_ASSETS],
+    assets=[*ASSETS, *SERVING_ASSETS, maintenance],
     asset_checks=[*CHECKS, *FRESHNESS_CHECKS, *MONITORING_CHECKS],
-    jobs=[index_job, freshness_job, production_loop_job],
-    schedules=[hourly_reindex, freshness_schedule, daily_review],
+    jobs=[index_job, freshness_job, production_loop_job, maintenance_job],
+    schedules=[hourly_reindex, freshness_schedule, daily_review, daily_maintenance],
     sensors=[source_change_sensor],
     resources=build_resources(os.environ.get("INGEST_PLATFORM_CONFIG")),
     # The UI's "Materialize all" (and any asset selection) runs the implicit asset job; with the
     # multiprocess default it took one process per step, each loading the model: 2:55 for a no-op
-    # that index_job does in 0:16. In-process everywhere, so every button is the same run.
-    executor=dg.in_process_executor,
+    # that index_job does in 0:16. The same executor as index_job, so every button is the same run.
+    executor=build_executor(_SETTINGS),
 )
 
 
+def index_job_for_execution() -> dg.JobDefinition:
+    """``index_job`` resolved, for executors that run steps in other processes: they rebuild it from
+    this module by name (``execute_job`` with a reconstructable job)."""
+    return defs.resolve_job_def("index_job")
+
+
 DAGSTER_YAML = """\
-# Written by ingest-platform. SQLite storage under this folder; telemetry off; one run at a time
-# so embedding never competes with another run for the cores.
+# Written by ingest-platform. Storage: SQLite under this folder unless [dagster] storage names a
+# PostgreSQL database; telemetry off; one run at a time so embedding never competes with another
+# run for the cores.
 telemetry:
   enabled: false
 run_queue:
@@ -89,11 +118,23 @@ python_logs:
 """
 
 
-def instance_for(home: Path) -> dg.DagsterInstance:
-    """A persistent Dagster instance under the state directory (run history, check results)."""
+def dagster_yaml(settings=None) -> str:
+    """The instance's ``dagster.yaml``: ``DAGSTER_YAML``, plus PostgreSQL storage when
+    ``[dagster] storage`` names a database (the psycopg2 driver dagster-postgres is built on)."""
+    storage = settings.dagster.storage if settings is not None else "sqlite"
+    if storage == "sqlite":
+        return DAGSTER_YAML
+    url = storage.replace("postgres://", "postgresql://", 1).replace("postgresql://", "postgresql+psycopg2://", 1)
+    return DAGSTER_YAML + f"storage:\n  postgres:\n    postgres_url: {json.dumps(url)}\n"
+
+
+def instance_for(home: Path, settings=None) -> dg.DagsterInstance:
+    """A persistent Dagster instance under the state directory (run history, check results), its
+    storage as ``[dagster] storage`` says."""
     from ingest_platform.locking import file_lock
     from ingest_platform.storage import atomic_write_text
 
+    wanted = dagster_yaml(settings)
     dagster_home = state.dagster_home(Path(home).resolve())
     dagster_home.mkdir(parents=True, exist_ok=True)
     cfg = dagster_home / "dagster.yaml"
@@ -102,8 +143,8 @@ def instance_for(home: Path) -> dg.DagsterInstance:
     with file_lock(dagster_home / ".create.lock"):
         current = cfg.read_text() if cfg.exists() else None
         # Written by an older version of the platform: brought up to date. One a person wrote: kept.
-        if current is None or (current != DAGSTER_YAML and current.startswith("# Written by ingest-platform")):
-            atomic_write_text(DAGSTER_YAML, cfg)
+        if current is None or (current != wanted and current.startswith("# Written by ingest-platform")):
+            atomic_write_text(wanted, cfg)
         instance = dg.DagsterInstance.from_config(str(dagster_home))
         instance.get_runs(limit=1)  # opens (and creates) the run storage now, under the lock
         return instance
@@ -128,16 +169,56 @@ def execute_run(*, config_file: str | None = None, home: str | None = None, over
     from ingest_platform.config import load_settings
     from ingest_platform.locking import writer_lock
 
-    settings = load_settings(config_file, home=home)
+    settings = load_settings(config_file, home=home, **_plain_overrides(overrides))
+    if settings.dagster.executor != "in_process":
+        return _execute_elsewhere(settings, config_file, overrides, instance or instance_for(settings.home, settings),
+                                  raise_on_error)
     with writer_lock(settings.home, what="run", wait_s=lock_wait_s):
         job = dg.Definitions(
             assets=ASSETS, asset_checks=[*CHECKS, *FRESHNESS_CHECKS, *(extra_checks or [])], jobs=[index_job],
             resources=build_resources(config_file, str(settings.home), overrides), executor=dg.in_process_executor,
         ).resolve_job_def(index_job.name)
         return job.execute_in_process(
-            instance=instance or instance_for(settings.home), raise_on_error=raise_on_error,
+            instance=instance or instance_for(settings.home, settings), raise_on_error=raise_on_error,
             tags={"ingest_platform/trigger": "cli", **RUN_ORIGIN_TAGS},
         )
+
+
+def _plain_overrides(overrides: dict | None) -> dict:
+    """The overrides as settings values (``sources`` given as paths become source configs)."""
+    from ingest_platform.sources import sources_from_paths
+
+    out = dict(overrides or {})
+    if out.get("sources") and isinstance(out["sources"][0], str):
+        out["sources"] = [s.model_dump() for s in sources_from_paths(out["sources"])]
+    return out
+
+
+def _execute_elsewhere(settings, config_file, overrides, instance, raise_on_error):
+    """``index_job`` on the configured multiprocess, Celery or Kubernetes executor: steps run in
+    other processes, which rebuild the job from this module and read the settings from the
+    environment (the config file, the home and any overrides are passed there). Each step that
+    writes the index takes the home's writer lock itself."""
+    from dagster._core.definitions.reconstruct import ReconstructableJob
+
+    env = {"INGEST_PLATFORM_HOME": str(settings.home)}
+    if config_file:
+        env["INGEST_PLATFORM_CONFIG"] = str(Path(config_file).resolve())
+    for key, value in _plain_overrides(overrides).items():
+        env[f"INGEST_PLATFORM_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        recon = ReconstructableJob.for_file(str(Path(__file__).resolve()), "index_job_for_execution")
+        result = dg.execute_job(recon, instance=instance, raise_on_error=raise_on_error,
+                                tags={"ingest_platform/trigger": "cli", **RUN_ORIGIN_TAGS})
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return result
 
 
 def execute_freshness(*, config_file: str | None = None, home: str | None = None,

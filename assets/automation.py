@@ -7,6 +7,7 @@ off by default) and can be toggled in the UI.
 import dagster as dg
 
 from ingest_platform.config import load_settings
+from ingest_platform.shards import shard_of
 from ingest_platform.watch import pending_changes
 from resources import PlatformSettings
 
@@ -37,11 +38,16 @@ def build_automation(index_job, config_file: str | None = None):
         if context.cursor == changes.digest:
             return dg.SkipReason(f"change set {changes.digest} already requested")
         context.update_cursor(changes.digest)
+        s = platform.get()
+        # The shards these documents fall in: the run's shard steps are exactly these (each stage
+        # plans from state, so a shard a killed earlier run left behind is finished too).
+        shards = sorted({shard_of(d, s.scale.shards) for d in [*changes.new, *changes.changed, *changes.deleted]})
         return dg.RunRequest(
             run_key=changes.digest,
             tags={"ingest_platform/trigger": "sensor", "ingest_platform/new": str(len(changes.new)),
                   "ingest_platform/changed": str(len(changes.changed)),
-                  "ingest_platform/deleted": str(len(changes.deleted))},
+                  "ingest_platform/deleted": str(len(changes.deleted)),
+                  "ingest_platform/shards": ", ".join(shards[:32]) + (" ..." if len(shards) > 32 else "")},
         )
 
     schedule = dg.ScheduleDefinition(

@@ -1,11 +1,13 @@
 """Ingest stages: sources -> manifest -> parsed documents -> chunks -> enriched chunks."""
 
 
+from dataclasses import asdict
+
 import dagster as dg
 
 from ingest_platform import changes, completion, pipeline, promotion
 from ingest_platform.reporting import md_table
-from resources import PlatformSettings
+from resources import ParserPoolResource, PlatformSettings
 
 from . import metadata as meta
 
@@ -64,44 +66,113 @@ def document_manifest(context: dg.AssetExecutionContext, platform: PlatformSetti
     })
 
 
-@dg.asset(group_name=GROUP, deps=[document_manifest], kinds={"python", "parquet"})
-def parsed_documents(context: dg.AssetExecutionContext, platform: PlatformSettings) -> dg.MaterializeResult:
-    """Elements from unstructured, cached by content hash: a document is parsed once per content.
-    Failures (corrupt, encrypted, empty, too big, timed out) are recorded per document, logged at
-    WARNING, and listed with their reason; the ``documents_failed`` check turns the asset yellow."""
-    summary = pipeline.parse(platform.get())
+# ---- shard fan-out ------------------------------------------------------------------------------
+# Parsing, chunking and enrichment run per shard (``ingest_platform.shards``): each of those assets
+# is a graph whose plan op yields one dynamic output per shard with work to do (state compared, not
+# statuses trusted, so a killed run is finished by the next), a mapped op does one shard, and a
+# report op collects them. The asset graph stays one readable chain; in the run view each shard is
+# a step of its own (``parse_shard[shard_007]``), so a failing shard is visible and the others'
+# work is kept. With the multiprocess or Celery executor the shard steps run in parallel.
+
+
+def _shard_outputs(shards: list[str]):
+    for shard in shards:
+        yield dg.DynamicOutput(shard, mapping_key=f"shard_{shard}")
+
+
+@dg.op(ins={"start": dg.In(dg.Nothing)}, out=dg.DynamicOut(str))
+def parse_plan(context: dg.OpExecutionContext, platform: PlatformSettings):
+    """The shards holding live documents whose content is in neither parse cache."""
+    shards = pipeline.pending_shards(platform.get(), "parse")
+    context.log.info(f"{len(shards)} shards to parse: {', '.join(shards[:20])}")
+    yield from _shard_outputs(shards)
+
+
+@dg.op
+def parse_shard(context: dg.OpExecutionContext, platform: PlatformSettings, parser_pool: ParserPoolResource,
+                shard: str) -> dict:
+    """Parse one shard's documents into the content-keyed caches."""
+    result = pipeline.parse_shards(platform.get(), [shard], pool=parser_pool.get)
+    context.log.info(f"shard {shard}: parsed {result.parsed}, cached {result.cached}")
+    return asdict(result)
+
+
+@dg.op(out=dg.Out(dg.Nothing))
+def parse_report(context: dg.OpExecutionContext, platform: PlatformSettings, results: list[dict]) -> None:
+    """The fan-in: failures into the manifest (one write), and the asset's dashboard."""
+    summary = pipeline.finish_parse(platform.get(), [pipeline.ShardParse(**r) for r in results])
     for f in summary.new_failures:
         context.log.warning(f"failed: {f['doc_id']}: {f['reason']}")
     context.log.info(f"parsed {summary.parsed}, cached {summary.cached}, "
                      f"failed {summary.failed} ({len(summary.new_failures)} in this run)")
-    return dg.MaterializeResult(metadata={
+    context.add_output_metadata({
         "documents_parsed": summary.parsed, "documents_cached": summary.cached,
         "documents_failed": summary.failed, "documents_failed_this_run": len(summary.new_failures),
-        "elements": summary.elements, "seconds": round(summary.seconds, 3),
+        "elements": summary.elements, "shards_parsed": len(results), "seconds": round(summary.seconds, 3),
         "docs_per_second": meta.per_second(summary.parsed, summary.seconds),
         "failures": meta.failures_table(summary.failures),
     })
 
 
-@dg.asset(group_name=GROUP, deps=[parsed_documents], kinds={"python", "parquet"})
-def chunks(context: dg.AssetExecutionContext, platform: PlatformSettings) -> dg.MaterializeResult:
-    """Structure-aware chunks (sections under their headings, lists together, tables whole or split
-    by rows with the header repeated), bounded in the embedding model's tokens."""
+@dg.graph_asset(group_name=GROUP, kinds={"python", "parquet"},
+                ins={"document_manifest": dg.AssetIn(dagster_type=dg.Nothing)})
+def parsed_documents(document_manifest):
+    """Elements from unstructured, cached by content hash: a document is parsed once per content,
+    one shard per step. Failures (corrupt, encrypted, empty, too big, timed out) are recorded per
+    document, logged at WARNING, and listed with their reason; the ``documents_failed`` check
+    turns the asset yellow."""
+    return parse_report(parse_plan(start=document_manifest).map(parse_shard).collect())
+
+
+@dg.op(ins={"start": dg.In(dg.Nothing)}, out=dg.DynamicOut(str))
+def chunk_plan(context: dg.OpExecutionContext, platform: PlatformSettings):
+    """The shards whose chunks are not of their live documents' current versions."""
+    yield from _shard_outputs(pipeline.pending_shards(platform.get(), "chunk"))
+
+
+@dg.op
+def chunk_shard(context: dg.OpExecutionContext, platform: PlatformSettings, shard: str) -> dict:
+    return {"shard": shard, **asdict(pipeline.chunk_shard(platform.get(), shard))}
+
+
+@dg.op(out=dg.Out(dg.Nothing))
+def chunk_report(context: dg.OpExecutionContext, platform: PlatformSettings, results: list[dict]) -> None:
     s = platform.get()
-    summary = pipeline.chunk(s)
-    table = pipeline.read_parquet(pipeline.chunks_path(s), pipeline.CHUNKS)
-    tokens = table["token_count"].to_numpy() if table.num_rows else []
-    return dg.MaterializeResult(metadata={
-        "chunks": summary.rows, "documents_chunked": summary.documents, "documents_kept": summary.kept,
-        "documents_dropped": summary.dropped, "seconds": round(summary.seconds, 3),
-        "chunks_per_second": meta.per_second(summary.rows if summary.documents else 0, summary.seconds),
+    sharded = pipeline.chunk_table(s)
+    tokens = sharded.read_all(["token_count"])["token_count"].to_numpy()
+    documents = sum(r["documents"] for r in results)
+    seconds = sum(r["seconds"] for r in results)
+    context.add_output_metadata({
+        "chunks": len(tokens), "documents_chunked": documents,
+        "documents_dropped": sum(r["dropped"] for r in results), "shards_chunked": len(results),
+        "seconds": round(seconds, 3),
+        "chunks_per_second": meta.per_second(sum(r["rows"] for r in results) if documents else 0, seconds),
         "tokens_max": int(max(tokens)) if len(tokens) else 0,
         "tokens_mean": round(float(sum(tokens) / len(tokens)), 1) if len(tokens) else 0.0,
-        "preview": meta.table(_preview_rows(s, table, ["doc_id", "heading_path", "page_start", "token_count", "text"]),
+        "chunks_under_min_tokens": int(sum(1 for n in tokens if n < s.chunking.min_tokens)),
+        "preview": meta.table(_preview_rows(s, _touched(sharded, results),
+                                            ["doc_id", "heading_path", "page_start", "token_count", "text"]),
                               [("doc_id", "string", "document"), ("heading_path", "string", "section"),
                                ("page_start", "int", "first page"), ("token_count", "int", "model tokens"),
                                ("text", "string", "chunk text")]),
     })
+
+
+def _touched(sharded, results: list[dict], limit: int = 2):
+    """A preview's rows come from the shards this run rewrote (the first written shard otherwise):
+    never the whole corpus in memory for five rows."""
+    shards = [r["shard"] for r in results if r.get("documents")][:limit] or sharded.written()[:1]
+    return pipeline.pa.concat_tables([sharded.read(sh) for sh in shards]) if shards else sharded.schema.empty_table()
+
+
+@dg.graph_asset(group_name=GROUP, kinds={"python", "parquet"},
+                ins={"parsed_documents": dg.AssetIn(dagster_type=dg.Nothing)})
+def chunks(parsed_documents):
+    """Structure-aware chunks (sections under their headings, lists together, tables whole or split
+    by rows with the header repeated; PDF lines joined back into paragraphs first), bounded in the
+    embedding model's tokens, never under ``[chunking] min_tokens`` unless the whole document is.
+    One shard per step."""
+    return chunk_report(chunk_plan(start=parsed_documents).map(chunk_shard).collect())
 
 
 def _preview_rows(s, table, columns: list[str], limit: int = 5) -> list[dict]:
@@ -119,32 +190,54 @@ def _preview_rows(s, table, columns: list[str], limit: int = 5) -> list[dict]:
     return picked.slice(0, limit).select(columns).to_pylist()
 
 
-@dg.asset(group_name=GROUP, deps=[chunks], kinds={"python", "parquet"})
-def enriched_chunks(context: dg.AssetExecutionContext, platform: PlatformSettings) -> dg.MaterializeResult:
-    """Chunks with their document's metadata: source, title, heading path, pages, format, language,
-    dates, token count, access groups and sensitive-data flags (redacted when configured)."""
+@dg.op(ins={"start": dg.In(dg.Nothing)}, out=dg.DynamicOut(str))
+def enrich_plan(context: dg.OpExecutionContext, platform: PlatformSettings):
+    """The shards whose enriched chunks are not of their current chunks."""
+    yield from _shard_outputs(pipeline.pending_shards(platform.get(), "enrich"))
+
+
+@dg.op
+def enrich_shard(context: dg.OpExecutionContext, platform: PlatformSettings, shard: str) -> dict:
+    return {"shard": shard, **asdict(pipeline.enrich_shard(platform.get(), shard))}
+
+
+@dg.op(out=dg.Out(dg.Nothing))
+def enrich_report(context: dg.OpExecutionContext, platform: PlatformSettings, results: list[dict]) -> None:
+    """The fan-in: the corpus-wide guardrails (boilerplate, near-duplicates, superseded versions)
+    over every shard, then the asset's dashboard."""
     s = platform.get()
-    summary = pipeline.enrich(s)
-    table = pipeline.load_enriched(s)
+    pipeline.finalize_corpus(s)
+    table = pipeline.load_enriched(s, ["chunk_id", "doc_id", "access_groups", "sensitive_counts_json", "superseded_by"])
     flagged = [r for r in table.select(["chunk_id", "doc_id", "sensitive_counts_json"]).to_pylist()
                if r["sensitive_counts_json"] not in (None, "{}")]
     groups: dict[str, int] = {}
     for gs in table["access_groups"].to_pylist():
         for g in gs or ["(none)"]:
             groups[g] = groups.get(g, 0) + 1
-    return dg.MaterializeResult(metadata={
+    context.add_output_metadata({
         **_guardrail_metadata(s, table),
-        "chunks": summary.rows, "documents_enriched": summary.documents, "seconds": round(summary.seconds, 3),
+        "chunks": table.num_rows, "documents_enriched": sum(r["documents"] for r in results),
+        "shards_enriched": len(results), "seconds": round(sum(r["seconds"] for r in results), 3),
         "chunks_with_sensitive_data": len(flagged), "redaction": meta.text("on" if s.redact_sensitive else "off"),
         "chunks_by_access_group": meta.table([{"group": g, "chunks": n} for g, n in sorted(groups.items())],
                                              [("group", "string", "access group"), ("chunks", "int", "chunks it may read")]),
         "sensitive_preview": meta.table(flagged[:10], [("chunk_id", "string", ""), ("doc_id", "string", "document"),
                                                        ("sensitive_counts_json", "string", "kind -> matches")]),
-        "preview": meta.table(_preview_rows(s, table, ["doc_id", "title", "heading_path", "language", "access_groups", "text"]),
+        "preview": meta.table(_preview_rows(s, _touched(pipeline.indexable_table(s), results),
+                                            ["doc_id", "title", "heading_path", "language", "access_groups", "text"]),
                               [("doc_id", "string", "document"), ("title", "string", ""), ("heading_path", "string", "section"),
                                ("language", "string", ""), ("access_groups", "string", "who may read it"),
                                ("text", "string", "chunk text")]),
     })
+
+
+@dg.graph_asset(group_name=GROUP, kinds={"python", "parquet"}, ins={"chunks": dg.AssetIn(dagster_type=dg.Nothing)})
+def enriched_chunks(chunks):
+    """Chunks with their document's metadata: source, title, heading path, pages, format, language,
+    dates, token count, access groups and sensitive-data flags (redacted when configured), one
+    shard per step; then, over the whole corpus, boilerplate, near-duplicates and superseded
+    versions (the indexable chunks)."""
+    return enrich_report(enrich_plan(start=chunks).map(enrich_shard).collect())
 
 
 def _guardrail_metadata(s, indexed) -> dict:

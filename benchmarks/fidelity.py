@@ -66,9 +66,9 @@ def build(home: Path, source: Path, name: str) -> tuple[object, dict, float]:
 
 
 def chunk_stats(settings) -> dict:
-    from ingest_platform.pipeline import CHUNKS, chunks_path, read_parquet
+    from ingest_platform.pipeline import chunk_table
 
-    chunks = read_parquet(chunks_path(settings), CHUNKS)
+    chunks = chunk_table(settings).read_all(["doc_id", "token_count"])
     tokens = chunks["token_count"].to_pylist()
     docs = len(set(chunks["doc_id"].to_pylist()))
     per_doc: dict[str, int] = {}

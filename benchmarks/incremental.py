@@ -65,7 +65,7 @@ def change_documents(corpus: Path, fraction: float, seed: int = 7) -> list[str]:
 def expected_embeddings(settings, changed: list[str], cached_before: set[str]) -> dict:
     from ingest_platform.pipeline import load_enriched
 
-    table = load_enriched(settings).select(["doc_id", "text_sha256"]).to_pylist()
+    table = load_enriched(settings, ["doc_id", "text_sha256"]).to_pylist()
     ids = {f"corpus:{c}" for c in changed}
     hashes = [r["text_sha256"] for r in table if r["doc_id"] in ids]
     return {"changed_docs_chunks": len(hashes), "new_texts": len(set(hashes) - cached_before)}

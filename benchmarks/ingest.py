@@ -133,7 +133,7 @@ def bare_encode(settings) -> dict:
     from ingest_platform.models import resolve_model_path
     from ingest_platform.pipeline import load_enriched
 
-    table = load_enriched(settings).select(["text", "text_sha256"])
+    table = load_enriched(settings, ["text", "text_sha256"])
     unique: dict[str, str] = {}
     for h, t in zip(table["text_sha256"].to_pylist(), table["text"].to_pylist()):
         unique.setdefault(h, t)

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", help="move the production tag back to the previous production version")
     _common(p)
     p.add_argument("--reason", default="manual rollback")
+
+    p = sub.add_parser("maintain", help="free what the state no longer needs: old index versions, cache rows, traces")
+    _common(p)
     return parser
 
 
@@ -242,7 +245,7 @@ def _run_summary(result, settings) -> dict:
                 refused = data.user_failure_data.description
     docs = mf.summarize(mf.load_manifest(settings.state))
     tags = index_store(settings).tags()
-    enriched = load_enriched(settings)
+    enriched = load_enriched(settings, ["access_groups"])
     invisible = sum(1 for g in enriched["access_groups"].to_pylist() if not g)
     manifest = assets.get("document_manifest", {})
     noop = next((e.event_specific_data.asset_observation.metadata["outcome"].value for e in result.all_events
@@ -446,7 +449,7 @@ def cmd_ui(args) -> int:
         env["INGEST_PLATFORM_CONFIG"] = str(Path(args.config).resolve())
     from definitions import instance_for  # writes dagster.yaml on first use
 
-    instance_for(home)
+    instance_for(home, settings)
     dagster = Path(sys.executable).with_name("dagster")
     cmd = [str(dagster), "dev", "-w", str(root / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
     print(f"Dagster UI on http://{args.host}:{args.port} (home {home}, DAGSTER_HOME={env['DAGSTER_HOME']})",
@@ -534,7 +537,20 @@ def cmd_rollback(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "status": cmd_status, "query": cmd_query, "feedback": cmd_feedback, "review": cmd_review,
+def cmd_maintain(args) -> int:
+    from ingest_platform.maintenance import maintain
+
+    report = maintain(_settings(args))
+    d = report.to_dict()
+    human = (f"freed {d['bytes_freed'] / 2**20:.1f} MiB ({d['bytes_before'] / 2**20:.1f} -> {d['bytes_after'] / 2**20:.1f}): "
+             f"{d['index_versions_removed']} index versions, rollback tags {d['rollback_tags_removed'] or 'none'}, "
+             f"cache rows {d['cache_rows_dropped']}, {d['version_records_removed']} version records, "
+             f"{d['trace_files_removed']} trace files")
+    _print(args, d, human)
+    return EXIT_OK
+
+
+COMMANDS = {"maintain": cmd_maintain, "run": cmd_run, "status": cmd_status, "query": cmd_query, "feedback": cmd_feedback, "review": cmd_review,
             "golden": cmd_golden, "eval": cmd_eval, "ui": cmd_ui,
             "promote": cmd_promote, "rollback": cmd_rollback}
 

@@ -123,6 +123,9 @@ class IndexSettings(_Strict):
     # Versions that still hold revoked or deleted text (rollback targets, old candidates) are
     # untagged and pruned this long after the revocation reached production (every run checks).
     revoked_retention_hours: float = Field(default=24.0, ge=0.0)
+    # Rollback targets maintenance keeps tagged (``ingest_platform.maintenance``); older ones are
+    # untagged, and the versions before the oldest kept one are pruned.
+    keep_promoted: int = Field(default=5, ge=1)
 
 
 class QuerySettings(_Strict):
@@ -158,6 +161,9 @@ class QuerySettings(_Strict):
     encoder: Literal["torch", "onnx"] = "torch"
     # Candidates the vector side fetches in hybrid mode (None: ``candidates``).
     vector_candidates: int | None = Field(default=None, ge=1)
+    # How often a Retriever reads the production tag from the index (seconds): a serving replica
+    # on another host follows a promotion within this. 0 reads it on every query.
+    refresh_interval_s: float = Field(default=1.0, ge=0.0)
     # Semantic cache: a query whose embedding is within this cosine of a cached query's (same index
     # version, k, mode, groups, filters) gets the cached answer. None turns it off.
     semantic_cache_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
@@ -192,6 +198,8 @@ class MonitoringSettings(_Strict):
     # Drift: growth, week over week, of the share of query terms the corpus has no word for.
     max_unseen_term_increase: float = Field(default=0.10, ge=0.0, le=1.0)
     window_days: int = Field(default=7, ge=1)
+    # Query trace files older than this are removed by maintenance.
+    trace_retention_days: int = Field(default=30, ge=1)
     # Fewer queries than this in the window: the checks pass with "not enough traffic".
     min_queries: int = Field(default=20, ge=1)
 
@@ -265,6 +273,39 @@ class AutomationSettings(_Strict):
     schedule_cron: str = "0 * * * *"
 
 
+class DagsterSettings(_Strict):
+    """How Dagster runs the pipeline: the executor of ``index_job`` and where Dagster keeps its
+    run history (``definitions.py`` reads these)."""
+
+    # in_process: one process for the whole run (the model loads once; the default on one
+    # machine). multiprocess: each step, every shard step too, in its own process, up to
+    # max_concurrent at once. celery: steps go to Celery workers (dagster-celery) through the
+    # broker; k8s: each step a Kubernetes Job (dagster-k8s, installed in the deployment's image).
+    executor: Literal["in_process", "multiprocess", "celery", "k8s"] = "in_process"
+    # 0: one per core.
+    max_concurrent: int = Field(default=0, ge=0)
+    celery_broker: str = "pyamqp://guest@127.0.0.1:5672//"
+    celery_backend: str = "rpc://"
+    # Run, event and schedule storage: "sqlite" (files under <home>/dagster) or a PostgreSQL URL
+    # (postgresql://user:password@host:5432/database), for a daemon, workers and a UI on several
+    # machines or a home on object storage.
+    storage: str = "sqlite"
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: str) -> str:
+        if v != "sqlite" and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"storage must be 'sqlite' or a postgresql:// URL, not {v!r}")
+        return v
+
+
+class MaintenanceSettings(_Strict):
+    """When ``ingest_platform.maintenance`` frees what the state no longer needs."""
+
+    schedule_enabled: bool = True
+    cron: str = "30 3 * * *"
+
+
 class SafetySettings(_Strict):
     """Guards against outages and mistakes that would look like deletions."""
 
@@ -275,6 +316,16 @@ class SafetySettings(_Strict):
     deletion_hold_min_documents: int = Field(default=10, ge=1)
     # true: never hold; every deletion is applied as soon as it is seen.
     confirm_deletions: bool = False
+
+
+class ScaleSettings(_Strict):
+    """How work is divided (``ingest_platform.shards``)."""
+
+    # Documents fall into this many shards by a stable hash of their id; every stage from parse
+    # to embed reads and writes one shard at a time, and Dagster fans the shards out over
+    # processes (or machines). Memory follows a shard: a corpus N times larger wants N times the
+    # shards. Changing it re-chunks from the caches; nothing is parsed or embedded again.
+    shards: int = Field(default=16, ge=1, le=4096)
 
 
 class Settings(BaseSettings):
@@ -299,6 +350,9 @@ class Settings(BaseSettings):
     quality: QualitySettings = Field(default_factory=QualitySettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
+    scale: ScaleSettings = Field(default_factory=ScaleSettings)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    dagster: DagsterSettings = Field(default_factory=DagsterSettings)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

@@ -91,23 +91,101 @@ def finalize(
     ``count_tokens`` re-counts the chunks whose text lost boilerplate (without it they keep their
     count, an upper bound). ``signatures`` caches MinHash signatures by document text across calls
     (read, then replaced by this corpus's): an incremental run hashes only changed documents.
-    Returns the table and a ``CorpusReport``.
+    Returns the table and a ``CorpusReport``. One table is one shard of ``finalize_shards``.
 
     >>> from ingest_platform.config import GuardrailSettings
     >>> table, report = finalize(ENRICHED.empty_table(), GuardrailSettings())
     >>> table.num_rows, report.chunks_out
     (0, 0)
     """
-    enriched = conform(enriched, ENRICHED)
-    report = CorpusReport(chunks_in=enriched.num_rows)
-    quarantined = pc.fill_null(enriched["quarantined"], False)
-    report.quarantined_chunks = int(pc.sum(pc.cast(quarantined, pa.int64())).as_py() or 0)
-    table = enriched.filter(pc.invert(quarantined)) if report.quarantined_chunks else enriched
+    out: dict[str, pa.Table] = {}
+    report = finalize_shards(lambda shard, columns=None: enriched if columns is None else enriched.select(columns),
+                             out.__setitem__, ["all"], settings, count_tokens, signatures)
+    return out.get("all", conform(ENRICHED.empty_table(), ENRICHED)), report
+
+
+Reader = Callable[..., pa.Table]  # (shard, columns=None) -> that shard's per-document enriched chunks
+
+
+def finalize_shards(
+    read: Reader,
+    write: Callable[[str, pa.Table], None],
+    shards: Sequence[str],
+    settings: GuardrailSettings,
+    count_tokens: Callable[[list[str]], list[int]] | None = None,
+    signatures: dict[str, np.ndarray | None] | None = None,
+) -> CorpusReport:
+    """``finalize`` over a corpus held in shards, one shard in memory at a time.
+
+    Three passes: the lines of every shard are counted (which are boilerplate is a corpus-wide
+    fact); each shard is stripped and its documents' MinHash signatures taken (kept: 8 bytes a
+    permutation a document) and near-duplicate groups are found over all of them; then each shard
+    is stripped again, linked and handed to ``write(shard, table)``.
+    """
+    report = CorpusReport()
+    docs_by_line: dict[str, set[str]] = defaultdict(set)
+    for shard in shards:
+        t = _live(read(shard, ["doc_id", "text", "quarantined"]))
+        for d, text in zip(t["doc_id"].to_pylist(), t["text"].to_pylist()):
+            for line in (text or "").split("\n"):
+                n = _norm(line)
+                if len(n) >= settings.boilerplate_min_chars:
+                    docs_by_line[n].add(d)
+    boiler = {n: min(ds) for n, ds in docs_by_line.items() if len(ds) >= settings.boilerplate_min_docs}
+    report.boilerplate_lines = len(boiler)
+    report.boilerplate_examples = [
+        {"line": n[:120], "documents": len(docs_by_line[n])}
+        for n in sorted(boiler, key=lambda n: (-len(docs_by_line[n]), n))[:10]
+    ]
+    del docs_by_line
+
+    fresh: dict[str, np.ndarray | None] = {}
+    by_doc: dict[str, np.ndarray] = {}
+    dates: dict[str, datetime] = {}
+    for shard in shards:
+        table = _live(read(shard, ["doc_id", "chunk_index", "text", "quarantined", "metadata_json", "modified_at",
+                                   "created_at"]))
+        doc_ids = table["doc_id"].to_pylist()
+        new_texts, keep, _ = _strip(doc_ids, table["text"].to_pylist(), boiler, settings, None)
+        by_doc.update(_signatures(table, doc_ids, new_texts, keep, settings, signatures, fresh))
+        dates.update(_doc_dates(table))
+    if signatures is not None:  # what the next run can reuse: this corpus's signatures, nothing older
+        signatures.clear()
+        signatures.update(fresh)
+    groups, superseded = _groups(by_doc, dates, settings)
+    report.near_duplicate_groups = sorted(groups.values(), key=lambda g: g[0])
+    report.superseded = superseded
+    dup_group = {d: g[0] for g in groups.values() for d in g}
+
+    for shard in shards:
+        enriched = conform(read(shard), ENRICHED)
+        report.chunks_in += enriched.num_rows
+        quarantined = pc.fill_null(enriched["quarantined"], False)
+        n_quarantined = int(pc.sum(pc.cast(quarantined, pa.int64())).as_py() or 0)
+        report.quarantined_chunks += n_quarantined
+        table = enriched.filter(pc.invert(quarantined)) if n_quarantined else enriched
+        out = _apply(table, boiler, dup_group, superseded, settings, count_tokens, report)
+        report.chunks_out += out.num_rows
+        write(shard, out)
+    return report
+
+
+def _live(table: pa.Table) -> pa.Table:
+    """Without quarantined chunks: they are neither indexed nor counted."""
     if table.num_rows == 0:
-        return table, report
+        return table
+    return table.filter(pc.invert(pc.fill_null(table["quarantined"], False)))
+
+
+def _apply(table: pa.Table, boiler: dict[str, str], dup_group: dict[str, str], superseded: dict[str, str],
+           settings: GuardrailSettings, count_tokens, report: CorpusReport) -> pa.Table:
+    """One shard's indexable chunks: boilerplate stripped, near-duplicate and superseded links set,
+    and a ``doc_version`` suffix digesting what changed (so the index rewrites exactly those)."""
+    if table.num_rows == 0:
+        return conform(table, ENRICHED)
     doc_ids = table["doc_id"].to_pylist()
     texts = table["text"].to_pylist()
-    new_texts, keep, removed_by_doc = _strip_boilerplate(doc_ids, texts, settings, report)
+    new_texts, keep, removed_by_doc = _strip(doc_ids, texts, boiler, settings, report)
     for i, t in enumerate(new_texts):
         if keep[i] and not t.strip():  # all of it was hidden and the policy stripped it
             keep[i] = False
@@ -117,10 +195,6 @@ def finalize(
     if changed and count_tokens is not None:
         for i, n in zip(changed, count_tokens([new_texts[i] for i in changed])):
             token_counts[i] = n
-    groups, superseded = _near_duplicates(table, doc_ids, new_texts, keep, settings, signatures)
-    report.near_duplicate_groups = sorted(groups.values(), key=lambda g: g[0])
-    report.superseded = superseded
-    dup_group = {d: g[0] for g in groups.values() for d in g}
     versions = table["doc_version"].to_pylist()
     out_versions = []
     for i, d in enumerate(doc_ids):
@@ -138,9 +212,7 @@ def finalize(
     cols["dup_group"] = pa.array([dup_group.get(d) for d in doc_ids], pa.string())
     cols["superseded_by"] = pa.array([superseded.get(d) for d in doc_ids], pa.string())
     out = pa.Table.from_arrays([cols[n] for n in ENRICHED.names], schema=ENRICHED)
-    out = out.filter(pa.array(keep, pa.bool_()))
-    report.chunks_out = out.num_rows
-    return out, report
+    return out.filter(pa.array(keep, pa.bool_()))
 
 
 # ---- boilerplate --------------------------------------------------------------------------------
@@ -150,22 +222,12 @@ def _norm(line: str) -> str:
     return " ".join(line.split()).casefold()
 
 
-def _strip_boilerplate(
-    doc_ids: list[str], texts: list[str | None], s: GuardrailSettings, report: CorpusReport
+def _strip(
+    doc_ids: list[str], texts: list[str | None], boiler: dict[str, str], s: GuardrailSettings,
+    report: CorpusReport | None,
 ) -> tuple[list[str], list[bool], dict[str, str]]:
-    """New texts, which chunks to keep, and per document a digest of what was removed from it."""
-    docs_by_line: dict[str, set[str]] = defaultdict(set)
-    for d, text in zip(doc_ids, texts):
-        for line in (text or "").split("\n"):
-            n = _norm(line)
-            if len(n) >= s.boilerplate_min_chars:
-                docs_by_line[n].add(d)
-    boiler = {n: min(ds) for n, ds in docs_by_line.items() if len(ds) >= s.boilerplate_min_docs}
-    report.boilerplate_lines = len(boiler)
-    report.boilerplate_examples = [
-        {"line": n[:120], "documents": len(docs_by_line[n])}
-        for n in sorted(boiler, key=lambda n: (-len(docs_by_line[n]), n))[:10]
-    ]
+    """New texts without the boilerplate lines (``boiler``: line -> the document that keeps it),
+    which chunks to keep, and per document a digest of what was removed from it."""
     new_texts = [t or "" for t in texts]
     keep = [True] * len(texts)
     if not boiler or s.boilerplate == "keep":
@@ -179,7 +241,8 @@ def _strip_boilerplate(
             owner = boiler.get(n)
             if owner is not None and not (s.boilerplate == "keep_once" and owner == d):
                 removed[d].add(n)
-                report.boilerplate_removed += 1
+                if report is not None:
+                    report.boilerplate_removed += 1
                 continue
             kept.append(line)
         if len(kept) != len(lines):
@@ -187,7 +250,8 @@ def _strip_boilerplate(
             new_texts[i] = out
             if not out:
                 keep[i] = False
-                report.boilerplate_chunks_dropped += 1
+                if report is not None:
+                    report.boilerplate_chunks_dropped += 1
     digests = {d: hashlib.sha256("\n".join(sorted(ns)).encode()).hexdigest()[:12] for d, ns in removed.items()}
     return new_texts, keep, digests
 
@@ -218,6 +282,12 @@ def shingle_hashes(text: str, n: int) -> np.ndarray:
 _WORD_HASHES: dict[str, int] = {}
 
 
+def _template(s: GuardrailSettings):
+    from datasketch import MinHash
+
+    return MinHash(num_perm=s.minhash_permutations, seed=1, hashfunc=int)
+
+
 def _minhash(hashes: np.ndarray, template):
     """A datasketch ``MinHash`` of precomputed 32-bit shingle ``hashes``, sharing ``template``'s
     permutations (drawing them again for every document took longer than the hashing)."""
@@ -229,25 +299,20 @@ def _minhash(hashes: np.ndarray, template):
     return m
 
 
-def _near_duplicates(
+def _signatures(
     table: pa.Table, doc_ids: list[str], texts: list[str], keep: list[bool], s: GuardrailSettings,
-    cache: dict[str, np.ndarray | None] | None = None,
-) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Groups (root -> doc ids, representative first) and superseded (old -> newest)."""
-    from datasketch import MinHashLSH
-
+    cache: dict[str, np.ndarray | None] | None, fresh: dict[str, np.ndarray | None],
+) -> dict[str, np.ndarray]:
+    """doc id -> MinHash signature of the document's (stripped) text; documents with too few
+    shingles are left out. ``cache`` is read by text key, ``fresh`` collects this corpus's."""
     index = table["chunk_index"].to_pylist()
     parts: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for i, d in enumerate(doc_ids):
         if keep[i]:
             parts[d].append((index[i] or 0, texts[i]))
-    docs = sorted(parts)
-    from datasketch import MinHash
-
-    template = MinHash(num_perm=s.minhash_permutations, seed=1, hashfunc=int)
-    fresh: dict[str, np.ndarray | None] = {}
-    usable, hashes = [], []
-    for i, d in enumerate(docs):
+    template = None
+    out: dict[str, np.ndarray] = {}
+    for d in sorted(parts):
         text = "\n".join(t for _, t in sorted(parts[d]))
         key = hashlib.sha1(f"{s.shingle_words}:{s.minhash_permutations}:{text}".encode()).hexdigest()
         if cache is not None and key in cache:
@@ -255,24 +320,33 @@ def _near_duplicates(
         else:
             sh = shingle_hashes(text, s.shingle_words)
             # Too few shingles and any two short notes look alike: those documents are not compared.
-            values = _minhash(sh, template).hashvalues if len(sh) >= 8 else None
+            if len(sh) >= 8:
+                template = template or _template(s)
+                values = _minhash(sh, template).hashvalues
+            else:
+                values = None
         fresh[key] = values
         if values is not None:
-            usable.append(i)
-            hashes.append(MinHash(num_perm=s.minhash_permutations, seed=1, hashvalues=values,
-                                  permutations=template.permutations, scheme=template.scheme))
-    if cache is not None:  # what the next run can reuse: this corpus's signatures, nothing older
-        cache.clear()
-        cache.update(fresh)
-    if len(usable) < 2:
+            out[d] = values
+    return out
+
+
+def _groups(signatures: dict[str, np.ndarray], dates: dict[str, datetime],
+            s: GuardrailSettings) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Groups (root -> doc ids, representative first) and superseded (old -> newest)."""
+    from datasketch import MinHash, MinHashLSH
+
+    if len(signatures) < 2:
         return {}, {}
+    template = _template(s)
+    by_doc = {d: MinHash(num_perm=s.minhash_permutations, seed=1, hashvalues=v, permutations=template.permutations,
+                         scheme=template.scheme) for d, v in sorted(signatures.items())}
     # Weighted toward recall: with datasketch's even weights a pair at Jaccard 0.8 became an LSH
     # candidate only 87% of the time (0.998 with these); candidates are checked against the
     # estimate below, so the extra candidates cost a comparison, not a false link.
     lsh = MinHashLSH(threshold=s.near_duplicate_threshold, num_perm=s.minhash_permutations, weights=(0.1, 0.9))
-    for i, m in zip(usable, hashes):
-        lsh.insert(docs[i], m)
-    by_doc = {docs[i]: m for i, m in zip(usable, hashes)}
+    for d, m in by_doc.items():
+        lsh.insert(d, m)
     parent = {d: d for d in by_doc}
 
     def find(d: str) -> str:
@@ -291,7 +365,6 @@ def _near_duplicates(
     members: dict[str, list[str]] = defaultdict(list)
     for d in by_doc:
         members[find(d)].append(d)
-    dates = _doc_dates(table)
     groups, superseded = {}, {}
     for root, ds in members.items():
         if len(ds) < 2:

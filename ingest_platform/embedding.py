@@ -11,7 +11,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,26 +163,42 @@ class EmbedStats:
 
 
 def embed_missing(
-    texts: pa.Table, embedder: Embedder, cache: EmbeddingCache, progress: Callable[[int], None] | None = None,
+    texts: pa.Table | Iterable[pa.Table], embedder: Embedder, cache: EmbeddingCache,
+    progress: Callable[[int], None] | None = None,
 ) -> EmbedStats:
-    """Embed the texts of ``texts`` (columns ``text``, ``text_sha256``) the cache lacks."""
-    hashes = texts.column("text_sha256").to_pylist()
-    body = texts.column("text").to_pylist()
-    unique: dict[str, str] = {}
-    for h, t in zip(hashes, body):
-        unique.setdefault(h, t)
+    """Embed the texts (columns ``text``, ``text_sha256``) the cache lacks.
+
+    ``texts`` is one table or a re-iterable of tables (the shards): they are read twice, once for
+    the hashes (how much is left, for the progress line) and once for the texts, one table at a
+    time, so memory holds one shard's texts, not the corpus's. Longest first within each, so
+    batches hold similar lengths; saved every ``SAVE_EVERY`` texts, so a killed run keeps what it
+    embedded."""
+    tables = [texts] if isinstance(texts, pa.Table) else texts
+    if iter(tables) is tables:  # a one-shot iterator cannot be read twice
+        tables = list(tables)
     known = cache.keys()
-    # Longest first, so batches hold similar lengths; saved every ``SAVE_EVERY`` texts so a killed
-    # run keeps what it embedded.
-    todo = sorted((h for h in unique if h not in known), key=lambda h: -len(unique[h]))
+    chunks, unique, missing = 0, set(), set()
+    for t in tables:
+        hashes = t.column("text_sha256").to_pylist()
+        chunks += len(hashes)
+        unique.update(hashes)
+    missing = unique - known
     started = time.perf_counter()
-    report = Progress("embedding", len(todo), progress, unit="chunk")
-    for start in range(0, len(todo), SAVE_EVERY):
-        part = todo[start : start + SAVE_EVERY]
-        vectors = embedder.encode([unique[h] for h in part], progress=report)
-        faults.point("embed:before_save")
-        cache.add(part, vectors)
+    report = Progress("embedding", len(missing), progress, unit="chunk")
+    embedded: set[str] = set()
+    for t in tables:
+        todo: dict[str, str] = {}
+        for h, text in zip(t.column("text_sha256").to_pylist(), t.column("text").to_pylist()):
+            if h in missing and h not in embedded:
+                todo.setdefault(h, text)
+        order = sorted(todo, key=lambda h: -len(todo[h]))
+        for start in range(0, len(order), SAVE_EVERY):
+            part = order[start : start + SAVE_EVERY]
+            vectors = embedder.encode([todo[h] for h in part], progress=report)
+            faults.point("embed:before_save")
+            cache.add(part, vectors)
+        embedded.update(order)
     report.close()
     seconds = time.perf_counter() - started
-    log.info("embedded %d new texts (%d cached) in %.1fs", len(todo), len(unique) - len(todo), seconds)
-    return EmbedStats(embedder.model_id, len(hashes), len(unique), len(unique) - len(todo), len(todo), seconds)
+    log.info("embedded %d new texts (%d cached) in %.1fs", len(embedded), len(unique) - len(missing), seconds)
+    return EmbedStats(embedder.model_id, chunks, len(unique), len(unique) - len(missing), len(embedded), seconds)

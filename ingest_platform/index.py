@@ -15,9 +15,11 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -84,6 +86,32 @@ class PromotionEvent:
     based_on: int | None = None
 
 
+@runtime_checkable
+class ChunkSource(Protocol):
+    """Where the index sync reads the chunks to index from (the indexable shards)."""
+
+    def doc_versions(self) -> dict[str, str]:
+        """doc id -> doc_version of every document to index."""
+
+    def rows(self, docs: set[str] | None = None, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """The chunks of ``docs`` (all when None), a table at a time; ``columns`` to read fewer."""
+
+
+class TableSource:
+    """A ``ChunkSource`` over one in-memory table."""
+
+    def __init__(self, table: pa.Table):
+        self.table = conform(table, ENRICHED)
+
+    def doc_versions(self) -> dict[str, str]:
+        return dict(zip(self.table.column("doc_id").to_pylist(), self.table.column("doc_version").to_pylist()))
+
+    def rows(self, docs: set[str] | None = None, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        t = self.table if docs is None else self.table.filter(pc.is_in(self.table["doc_id"], pa.array(sorted(docs), pa.string())))
+        if t.num_rows:
+            yield t if columns is None else t.select(columns)
+
+
 class IndexStore:
     """One LanceDB database folder (or object-store URI) and its chunks table."""
 
@@ -139,7 +167,7 @@ class IndexStore:
     # ---- writing ----------------------------------------------------------------------------
     def sync(
         self,
-        enriched: pa.Table,
+        enriched: pa.Table | ChunkSource,
         vectors_for,
         *,
         dim: int,
@@ -148,10 +176,12 @@ class IndexStore:
         vector_index_min_rows: int = 100_000,
         retention: timedelta | None = None,
     ) -> SyncResult:
-        """Make the table hold exactly ``enriched`` (with vectors from ``vectors_for(hashes)``)."""
+        """Make the table hold exactly ``enriched`` (with vectors from ``vectors_for(hashes)``), in
+        one commit. ``enriched`` is a table or a ``ChunkSource`` (the indexable shards): rows are
+        streamed into LanceDB one source table at a time, so memory holds a shard, not the corpus."""
         started = time.perf_counter()
-        enriched = conform(enriched, ENRICHED)
-        desired = dict(zip(enriched.column("doc_id").to_pylist(), enriched.column("doc_version").to_pylist()))
+        source = enriched if isinstance(enriched, ChunkSource) else TableSource(enriched)
+        desired = source.doc_versions()
         schema = table_schema(dim, model_id, model_spec)
         # A table written before the enriched schema gained columns (e.g. the guardrail columns)
         # cannot take the new rows: it is rebuilt like a model change, production stays put.
@@ -167,16 +197,22 @@ class IndexStore:
             self._ensure_candidate_tag(table)
             return SyncResult(False, table.version, table.count_rows(), 0, 0, 0, 0, 0, False,
                               time.perf_counter() - started)
-        rows = enriched if rebuild else enriched.filter(pc.is_in(enriched["doc_id"], pa.array(upsert, pa.string())))
-        rows = _with_vectors(rows, vectors_for(rows.column("text_sha256")), schema)
+        docs = None if rebuild else set(upsert)
+
+        def batches():
+            for part in source.rows(docs):
+                yield from _with_vectors(part, vectors_for(part.column("text_sha256")), schema).to_batches()
+
+        rows = pa.RecordBatchReader.from_batches(schema, batches())
         if rebuild:
             # A model change rebuilds in a new version of the same table: tags (production) stay
             # on the old version until the new one is checked and promoted.
             table = self.db.create_table(self.name, rows, schema=schema, mode="overwrite" if self.exists() else "create")
-            inserted, updated, deleted = rows.num_rows, 0, 0
+            inserted, updated, deleted = table.count_rows(), 0, 0
         else:
             table = self.open()
-            inserted, updated, deleted = self._merge(table, rows, upsert, delete)
+            new_ids = {c for part in source.rows(docs, ["chunk_id"]) for c in part.column("chunk_id").to_pylist()}
+            inserted, updated, deleted = self._merge(table, rows, new_ids, upsert, delete)
         faults.point("index:written")
         self._ensure_indexes(table, vector_index_min_rows)
         optimize(table, retention)
@@ -185,17 +221,17 @@ class IndexStore:
         return SyncResult(True, table.version, table.count_rows(), len(upsert), len(delete), inserted,
                           updated, deleted, rebuild, time.perf_counter() - started)
 
-    def _merge(self, table, rows: pa.Table, upsert: list[str], delete: list[str]) -> tuple[int, int, int]:
+    def _merge(self, table, rows: pa.RecordBatchReader, new_ids: set[str], upsert: list[str],
+               delete: list[str]) -> tuple[int, int, int]:
         affected = upsert + delete
         # What the merge must delete: rows of affected documents whose chunk id is not re-inserted.
         old_ids: set[str] = set()
         for start in range(0, len(affected), _FILTER_BATCH):
             part = affected[start : start + _FILTER_BATCH]
             old_ids.update(_scan(table, ["chunk_id"], in_list("doc_id", part)).column("chunk_id").to_pylist())
-        new_ids = set(rows.column("chunk_id").to_pylist())
         expect_deleted = len(old_ids - new_ids)
         expect_updated = len(old_ids & new_ids)
-        if rows.num_rows == 0:
+        if not new_ids:
             before = table.count_rows()
             table.delete(in_list("doc_id", affected))
             got = (0, 0, before - table.count_rows())
@@ -208,7 +244,7 @@ class IndexStore:
                 .execute(rows)
             )
             got = (result.num_inserted_rows, result.num_updated_rows, result.num_deleted_rows)
-        want = (rows.num_rows - expect_updated, expect_updated, expect_deleted)
+        want = (len(new_ids) - expect_updated, expect_updated, expect_deleted)
         if got != want:  # lancedb #3515: a merge can silently match nothing
             raise IndexError_(f"index merge changed (inserted, updated, deleted)={got}, expected {want}")
         return got
@@ -358,9 +394,11 @@ class IndexStore:
         """Remove untagged versions older than ``older_than`` (tagged ones always stay)."""
         optimize(self.open(), older_than)
 
-    def cleanup(self, older_than: timedelta, keep_promoted: int = 5) -> dict:
+    def cleanup(self, older_than: timedelta, keep_promoted: int = 5, *, delete_unverified: bool = False) -> dict:
         """Drop untagged versions older than ``older_than``; keep the last ``keep_promoted``
-        promoted versions tagged (rollback targets) and untag older ones so they can go too."""
+        promoted versions tagged (rollback targets) and untag older ones so they can go too.
+        ``delete_unverified`` also deletes files younger than a week (only safe while no writer
+        is in the middle of a commit: maintenance holds the home's writer lock)."""
         table = self.open()
         stack = self.production_stack()
         keep = {f"{PROMOTED_PREFIX}{v}" for v in stack[-keep_promoted:]}
@@ -369,12 +407,12 @@ class IndexStore:
                 table.tags.delete(name)
         before = {v["version"] for v in table.list_versions()}
         # lancedb's own prune: Table.cleanup_old_versions needs pylance, which is not a dependency.
-        optimize(table, older_than)
+        optimize(table, older_than, delete_unverified=delete_unverified)
         after = {v["version"] for v in table.list_versions()}
         return {"old_versions": len(before - after), "versions_left": len(after)}
 
 
-def optimize(table, older_than: timedelta | None) -> None:
+def optimize(table, older_than: timedelta | None, *, delete_unverified: bool = False) -> None:
     """``table.optimize`` (compact, prune versions older than ``older_than``, update indexes) that
     never fails because of a tag and never prunes a tagged version.
 
@@ -384,7 +422,7 @@ def optimize(table, older_than: timedelta | None) -> None:
     older than every tag are pruned, the rest wait until ``cleanup`` untags old rollback targets.
     """
     try:
-        table.optimize(cleanup_older_than=older_than)
+        table.optimize(cleanup_older_than=older_than, delete_unverified=delete_unverified)
         return
     except RuntimeError as exc:
         if older_than is None or "tagged version" not in str(exc):
@@ -395,7 +433,8 @@ def optimize(table, older_than: timedelta | None) -> None:
     # "now" (compaction runs first; here it has just run, so it is quick).
     for margin in (timedelta(seconds=5), timedelta(minutes=10)):
         try:
-            table.optimize(cleanup_older_than=max(older_than, datetime.now() - oldest + margin))
+            table.optimize(cleanup_older_than=max(older_than, datetime.now() - oldest + margin),
+                           delete_unverified=delete_unverified)
             return
         except RuntimeError as exc:
             if "tagged version" not in str(exc):

@@ -58,3 +58,20 @@ def load_tokenizer(model: str = "default"):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(resolve_model_path(model))
+
+
+@functools.lru_cache(maxsize=8)
+def model_dim(model: str = "default") -> int:
+    """The embedding dimension, read from the model's files without loading the weights (the last
+    Dense layer's ``out_features`` if it has one, else the transformer's ``hidden_size``)."""
+    path = Path(resolve_model_path(model))
+    modules = path / "modules.json"
+    dim = None
+    if modules.exists():
+        for module in json.loads(modules.read_text()):
+            cfg = path / module.get("path", "") / "config.json"
+            if "Dense" in module.get("type", "") and cfg.exists():
+                dim = int(json.loads(cfg.read_text())["out_features"])
+    if dim is None:
+        dim = int(json.loads((path / "config.json").read_text())["hidden_size"])
+    return dim

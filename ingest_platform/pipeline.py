@@ -21,13 +21,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ingest_platform import faults, state
 from ingest_platform import manifest as mf
 from ingest_platform.changes import manifest_changes
 from ingest_platform.config import Settings
 from ingest_platform.progress import Progress
-from ingest_platform.schemas import CHUNKS, ELEMENTS, ENRICHED, conform
+from ingest_platform.schemas import CHUNKS, ELEMENTS, ENRICHED, MANIFEST, conform
+from ingest_platform.shards import ShardedTable, shard_of, split_by_shard
 from ingest_platform.sources import RECORD_FORMAT, make_source
 from ingest_platform.storage import SegmentStore, atomic_write_parquet, atomic_write_text, read_parquet
 
@@ -42,17 +44,18 @@ FAILURE_SCHEMA = pa.schema([("cache_key", pa.string()), ("reason", pa.string())]
 # ---- locations ----------------------------------------------------------------------------------
 
 
-def chunks_path(s: Settings) -> Path:
-    return state.chunks(s.state)
+def chunk_table(s: Settings) -> ShardedTable:
+    return ShardedTable(state.chunks(s.state), CHUNKS, s.scale.shards)
 
 
-def enriched_path(s: Settings) -> Path:
-    return state.enriched(s.state)
+def enriched_table(s: Settings) -> ShardedTable:
+    return ShardedTable(state.enriched(s.state), ENRICHED, s.scale.shards)
 
 
-def indexable_path(s: Settings) -> Path:
-    """The enriched chunks after the corpus-wide guardrails (``dedupe.finalize``): what is indexed."""
-    return state.indexable(s.state)
+def indexable_table(s: Settings) -> ShardedTable:
+    """The enriched chunks after the corpus-wide guardrails (``dedupe.finalize_shards``): what is
+    embedded and indexed."""
+    return ShardedTable(state.indexable(s.state), ENRICHED, s.scale.shards)
 
 
 def corpus_report_path(s: Settings) -> Path:
@@ -217,8 +220,33 @@ def record_elements(payload: bytes) -> pa.Table:
     return conform(pa.Table.from_pylist(rows), ELEMENTS) if rows else ELEMENTS.empty_table()
 
 
-def parse(settings: Settings, progress: ProgressFn = None, pool=None) -> ParseSummary:
-    """Parse every live document whose content hash is not in the parse cache yet.
+PARSE_DOCS_PER_EXTRA_WORKER = 32
+
+
+@dataclass
+class ShardParse:
+    """What parsing some shards did: counts, and the documents that failed for a reason that is not
+    cached (vanished, unreadable, changed since the scan)."""
+
+    parsed: int = 0
+    cached: int = 0
+    elements: int = 0
+    tried: list[str] = field(default_factory=list)  # documents sent to a parser
+    transient: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def parse(settings: Settings, progress: ProgressFn = None, pool=None, shards: list[str] | None = None) -> ParseSummary:
+    """Parse every live document (of ``shards``, default all) whose content hash is not in the
+    parse cache yet, then record the failures in the manifest: ``parse_shards`` + ``finish_parse``."""
+    return finish_parse(settings, [parse_shards(settings, shards, progress=progress, pool=pool)])
+
+
+def parse_shards(settings: Settings, shards: list[str] | None = None, *, progress: ProgressFn = None,
+                 pool=None) -> ShardParse:
+    """Parse what the cache lacks among the live documents of ``shards`` (all when None). Writes
+    only the content-keyed caches, so shards can be parsed at once in separate processes. ``pool``
+    is a ``ParserPool`` or a function that returns one (started only if something needs parsing).
 
     The parser worker processes live exactly as long as this call (unless the caller passes its own
     ``pool``): a pool left for ``atexit`` outlived Dagster run workers, which do not run it, by
@@ -226,33 +254,56 @@ def parse(settings: Settings, progress: ProgressFn = None, pool=None) -> ParseSu
     from ingest_platform.parsing import ParseError, ParserPool, parse_many
 
     started = time.perf_counter()
-    summary = ParseSummary()
+    result = ShardParse()
     manifest = mf.load_manifest(settings.state)
     fp = parse_fingerprint(settings)
     elements, failures = parsed_store(settings), failure_store(settings)
     done, failed_keys = elements.keys(), failures.keys()
-    rows = [r for r in manifest.to_pylist() if r["status"] in mf.LIVE and r["content_sha256"]]
+    wanted = set(shards) if shards is not None else None
+    rows = [r for r in _live_rows(manifest) if wanted is None or shard_of(r["doc_id"], settings.scale.shards) in wanted]
     todo: dict[str, dict] = {}
     for r in rows:
         h = r["content_sha256"]
         if h in done or f"{h}:{fp}" in failed_keys:
-            summary.cached += 1
+            result.cached += 1
         else:
             todo.setdefault(h, r)
-    doc_failures: dict[str, str] = {}
     if todo:
         own = pool is None
-        pool = pool or ParserPool(settings.parsing)  # workers start on the first document sent
+        if callable(pool) and not isinstance(pool, ParserPool):
+            pool = pool()  # a pool shared by the run's shard steps, started when first needed
+        # A worker costs seconds to start (it imports unstructured): a second one pays off only
+        # for a batch of some size.
+        workers = max(1, min(settings.parsing.workers, len(todo) // PARSE_DOCS_PER_EXTRA_WORKER))
+        pool = pool or ParserPool(settings.parsing.model_copy(update={"workers": workers}))
         try:
-            doc_failures.update(_parse_todo(settings, todo, fp, elements, failures, summary, progress, ParseError,
-                                            lambda jobs, ps: parse_many(jobs, ps, pool=pool)))
+            result.transient = _parse_todo(settings, todo, fp, elements, failures, result, progress, ParseError,
+                                           lambda jobs, ps: parse_many(jobs, ps, pool=pool))
         finally:
             if own:
                 pool.close()
-    # Re-mark failures from the cache (a document that failed before and did not change).
-    cached_reasons = {}
+    result.tried = [r["doc_id"] for r in rows if r["content_sha256"] in todo]
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def finish_parse(settings: Settings, results: list[ShardParse]) -> ParseSummary:
+    """The fan-in after parsing: every live document whose content failed to parse (now or in an
+    earlier run, from the failure cache) or failed for a transient reason is marked failed in the
+    manifest, in one write. Returns the summary the asset and the CLI report."""
+    started = time.perf_counter()
+    summary = ParseSummary(parsed=sum(r.parsed for r in results), cached=sum(r.cached for r in results),
+                           elements=sum(r.elements for r in results))
+    manifest = mf.load_manifest(settings.state)
+    fp = parse_fingerprint(settings)
+    failures = failure_store(settings)
+    rows = _live_rows(manifest)
+    doc_failures: dict[str, str] = {}
+    for r in results:
+        doc_failures.update(r.transient)
     all_failed = failures.keys()
     failed_hashes = {r["content_sha256"] for r in rows if f"{r['content_sha256']}:{fp}" in all_failed}
+    cached_reasons = {}
     if failed_hashes:
         ftab = failures.read([f"{h}:{fp}" for h in failed_hashes])
         cached_reasons = {k.split(":")[0]: v for k, v in zip(ftab["cache_key"].to_pylist(), ftab["reason"].to_pylist())}
@@ -266,13 +317,19 @@ def parse(settings: Settings, progress: ProgressFn = None, pool=None) -> ParseSu
     # and the checks report. ``new_failures``: the ones that failed in this run.
     summary.failures = [f for f in mf.summarize(manifest)["failures"]]
     summary.failed = len(summary.failures)
-    tried = {r["doc_id"] for r in rows if r["content_sha256"] in todo}
+    tried = {d for r in results for d in r.tried}
     summary.new_failures = [f for f in summary.failures if f["doc_id"] in tried]
-    summary.seconds = time.perf_counter() - started
+    summary.seconds = sum(r.seconds for r in results) + time.perf_counter() - started
     return summary
 
 
-def _parse_todo(settings, todo, fp, elements, failures, summary, progress, ParseError, parse_many) -> dict[str, str]:
+def _live_rows(manifest: pa.Table) -> list[dict]:
+    return [r for r in manifest.select(["doc_id", "source", "relpath", "format", "size", "content_sha256", "status"])
+            .to_pylist() if r["status"] in mf.LIVE and r["content_sha256"]]
+
+
+def _parse_todo(settings, todo, fp, elements, failures, summary: ShardParse, progress, ParseError,
+                parse_many) -> dict[str, str]:
     """Read and parse ``todo`` (content hash -> manifest row); returns doc_id -> transient reason."""
     configs = {c.name: c for c in settings.sources}
     wanted = {r["doc_id"]: h for h, r in todo.items()}
@@ -360,17 +417,87 @@ def _reconcile_output(previous: pa.Table, live: dict[str, str]) -> tuple[pa.Tabl
     return keep, todo, dropped
 
 
-def chunk(settings: Settings, progress: ProgressFn = None) -> StageSummary:
+def _live_by_shard(settings: Settings) -> dict[str, pa.Table]:
+    """The manifest's live documents grouped by shard."""
+    return split_by_shard(mf.live_documents(mf.load_manifest(settings.state)), settings.scale.shards)
+
+
+def _summed(parts: list[StageSummary], table: ShardedTable, started: float) -> StageSummary:
+    rows = sum(pq.ParquetFile(table.path(sh)).metadata.num_rows for sh in table.written())
+    return StageSummary(sum(p.documents for p in parts), sum(p.kept for p in parts), sum(p.dropped for p in parts),
+                        rows, time.perf_counter() - started)
+
+
+def pending_shards(settings: Settings, stage: str) -> list[str]:
+    """The shards whose ``stage`` output is not current: what a run (or Dagster's fan-out) must
+    redo. Compares state, not statuses, so a run killed halfway is finished by the next.
+
+    ``parse``: live documents whose content is in neither parse cache. ``chunk``: a shard whose
+    chunks are not of its live documents' current versions. ``enrich``: a shard whose enriched
+    chunks are not of its current chunks. ``embed``: a shard with indexable text not embedded yet
+    by the configured model."""
+    n = settings.scale.shards
+    if stage == "parse":
+        fp = parse_fingerprint(settings)
+        known = parsed_store(settings).keys() | {k.split(":")[0] for k in failure_store(settings).keys()
+                                                 if k.endswith(f":{fp}")}
+        return sorted({shard_of(r["doc_id"], n) for r in _live_rows(mf.load_manifest(settings.state))
+                       if r["content_sha256"] not in known})
+    if stage in ("chunk", "enrich"):
+        out = []
+        source = _live_by_shard(settings) if stage == "chunk" else None
+        target = chunk_table(settings) if stage == "chunk" else enriched_table(settings)
+        upstream = None if stage == "chunk" else chunk_table(settings)
+        live_shards = set(source) if source is not None else set(upstream.written())
+        for shard in sorted(live_shards | set(target.written())):
+            if source is not None:
+                t = source.get(shard)
+                want = dict(zip(t["doc_id"].to_pylist(), t["doc_version"].to_pylist())) if t is not None else {}
+            else:
+                want = upstream.doc_versions(shard)
+            if target.doc_versions(shard) != want:
+                out.append(shard)
+        return out
+    if stage == "embed":
+        from ingest_platform.embedding import EmbeddingCache
+        from ingest_platform.models import model_dim, model_id
+
+        cache = EmbeddingCache(settings.state, model_id(settings.embedding.model), model_dim(settings.embedding.model))
+        known = cache.keys()
+        return [shard for shard, t in indexable_table(settings).iter(["text_sha256"])
+                if set(t["text_sha256"].to_pylist()) - known]
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def chunk(settings: Settings, progress: ProgressFn = None, shards: list[str] | None = None) -> StageSummary:
+    """Chunk the live documents of ``shards`` (default: every shard whose chunks are stale)."""
+    started = time.perf_counter()
+    for old in state.legacy(settings.state):  # the whole-corpus files of an older layout
+        old.unlink(missing_ok=True)
+    live = _live_by_shard(settings)
+    table = chunk_table(settings)
+    todo = pending_shards(settings, "chunk") if shards is None else shards
+    parts = [chunk_shard(settings, shard, live.get(shard), table, progress) for shard in todo]
+    parts.append(StageSummary(0, sum(t.num_rows for sh, t in live.items() if sh not in set(todo)), 0, 0, 0.0))
+    return _summed(parts, table, started)
+
+
+def chunk_shard(settings: Settings, shard: str, live_rows: pa.Table | None = None, table: ShardedTable | None = None,
+                progress: ProgressFn = None) -> StageSummary:
+    """One shard's chunks: documents whose version changed are re-chunked from the parse cache
+    (paged formats reconstructed first), the rest kept, the gone dropped; written only if changed."""
     from ingest_platform.chunking import chunk_elements
     from ingest_platform.models import load_tokenizer
     from ingest_platform.reconstruct import PAGED_FORMATS, reconstruct
 
     started = time.perf_counter()
-    live_rows = mf.live_documents(mf.load_manifest(settings.state))
+    table = table or chunk_table(settings)
+    if live_rows is None:
+        live_rows = _live_by_shard(settings).get(shard, mf.live_documents(MANIFEST.empty_table()))
     live = dict(zip(live_rows["doc_id"].to_pylist(), live_rows["doc_version"].to_pylist()))
-    previous = read_parquet(chunks_path(settings), CHUNKS)
+    previous = table.read(shard)
     keep, todo, dropped = _reconcile_output(previous, live)
-    if not todo and not dropped and chunks_path(settings).exists():
+    if not todo and not dropped:
         return StageSummary(0, len(live), 0, previous.num_rows, time.perf_counter() - started)
     hashes = dict(zip(live_rows["doc_id"].to_pylist(), live_rows["content_sha256"].to_pylist()))
     elements = parsed_store(settings).read({hashes[d] for d in todo})
@@ -394,7 +521,7 @@ def chunk(settings: Settings, progress: ProgressFn = None) -> StageSummary:
             progress(1)
     out = pa.concat_tables([conform(p, CHUNKS) for p in parts])
     faults.point("chunk:before_write")
-    atomic_write_parquet(out, chunks_path(settings))
+    table.write(shard, out)
     return StageSummary(len(todo), len(live) - len(todo), dropped, out.num_rows, time.perf_counter() - started)
 
 
@@ -418,21 +545,33 @@ def _group_rows(table: pa.Table, key: str) -> dict[str, pa.Table]:
     return out
 
 
-def enrich(settings: Settings) -> StageSummary:
+def enrich(settings: Settings, shards: list[str] | None = None) -> StageSummary:
+    """Enrich the chunks of ``shards`` (default: every shard whose enriched chunks are stale),
+    then apply the corpus-wide guardrails when anything changed (``finalize_corpus``)."""
+    started = time.perf_counter()
+    table = enriched_table(settings)
+    todo = pending_shards(settings, "enrich") if shards is None else shards
+    parts = [enrich_shard(settings, shard, table) for shard in todo]
+    finalize_corpus(settings)
+    return _summed(parts, table, started)
+
+
+def enrich_shard(settings: Settings, shard: str, table: ShardedTable | None = None) -> StageSummary:
+    """One shard's enriched chunks: document metadata, access groups, sensitive-data and risk
+    flags, for the chunks whose document version changed; written only if changed."""
     from ingest_platform.enrichment import enrich_chunks
     from ingest_platform.models import load_tokenizer
 
     started = time.perf_counter()
-    live_rows = mf.live_documents(mf.load_manifest(settings.state))
+    table = table or enriched_table(settings)
+    chunks = chunk_table(settings).read(shard)
+    live_rows = _live_by_shard(settings).get(shard, mf.live_documents(MANIFEST.empty_table()))
     live = dict(zip(live_rows["doc_id"].to_pylist(), live_rows["doc_version"].to_pylist()))
-    chunks = read_parquet(chunks_path(settings), CHUNKS)
     # Only chunks made from the current version of a live document count.
     chunk_live = {d: v for d, v in zip(chunks["doc_id"].to_pylist(), chunks["doc_version"].to_pylist()) if live.get(d) == v}
-    previous = read_parquet(enriched_path(settings), ENRICHED)
+    previous = table.read(shard)
     keep, todo, dropped = _reconcile_output(previous, chunk_live)
-    if not todo and not dropped and enriched_path(settings).exists():
-        if not _finalized(settings):  # a run killed between the two writes
-            finalize_corpus(settings, previous)
+    if not todo and not dropped:
         return StageSummary(0, len(chunk_live), 0, previous.num_rows, time.perf_counter() - started)
     fresh = chunks.filter(pc.is_in(chunks["doc_id"], pa.array(todo, pa.string())))
     docs = live_rows.filter(pc.is_in(live_rows["doc_id"], pa.array(todo, pa.string())))
@@ -441,22 +580,20 @@ def enrich(settings: Settings) -> StageSummary:
         max_tokens=settings.chunking.max_tokens, risk_policy=risk_policies(settings),
     ) if fresh.num_rows else ENRICHED.empty_table()
     out = pa.concat_tables([conform(keep, ENRICHED), conform(enriched, ENRICHED)])
-    atomic_write_parquet(out, enriched_path(settings))
-    finalize_corpus(settings, out)
+    table.write(shard, out)
     return StageSummary(len(todo), len(chunk_live) - len(todo), dropped, out.num_rows, time.perf_counter() - started)
 
 
-def load_enriched(settings: Settings) -> pa.Table:
-    """The enriched chunks as indexed: quarantined chunks out, boilerplate handled, near-duplicate
-    and superseded links set (``dedupe.finalize``)."""
-    if indexable_path(settings).exists():
-        return read_parquet(indexable_path(settings), ENRICHED)
-    return read_parquet(enriched_path(settings), ENRICHED)  # a state written before guardrails
+def load_enriched(settings: Settings, columns: list[str] | None = None) -> pa.Table:
+    """The chunks as indexed, every shard in one table (quarantined chunks out, boilerplate
+    handled, near-duplicate and superseded links set). For reports and small corpora: the stages
+    themselves read one shard at a time."""
+    return indexable_table(settings).read_all(columns)
 
 
-def load_enriched_documents(settings: Settings) -> pa.Table:
+def load_enriched_documents(settings: Settings, columns: list[str] | None = None) -> pa.Table:
     """The per-document enriched chunks, quarantined ones included (what the guardrails found)."""
-    return read_parquet(enriched_path(settings), ENRICHED)
+    return enriched_table(settings).read_all(columns)
 
 
 def risk_policies(settings: Settings) -> dict[str, str]:
@@ -464,60 +601,114 @@ def risk_policies(settings: Settings) -> dict[str, str]:
     return {c.name: c.risk_policy or settings.guardrails.policy for c in settings.sources}
 
 
-def finalize_corpus(settings: Settings, enriched: pa.Table):
-    """Write the indexable chunks and the corpus report from the per-document ``enriched`` chunks."""
+def finalize_corpus(settings: Settings, *, force: bool = False):
+    """The indexable shards and the corpus report from the enriched shards (``dedupe.finalize_shards``),
+    when the enriched shards changed since the last time (or ``force``). An indexable shard is
+    rewritten only when its content changed. Returns the ``CorpusReport`` (None when current)."""
     import numpy as np
-    import pyarrow.parquet as pq
 
     from ingest_platform.chunking import count_tokens
-    from ingest_platform.dedupe import finalize
+    from ingest_platform.dedupe import finalize_shards
     from ingest_platform.models import load_tokenizer
 
+    enriched, indexable = enriched_table(settings), indexable_table(settings)
+    digest = _listing_digest(enriched)
+    marker = state.indexable(settings.state) / "_finalized.json"
+    if not force and marker.exists() and json.loads(marker.read_text()).get("enriched") == digest:
+        return None
     sig_path = state.minhash(settings.state)
     signatures = {}
     if sig_path.exists():
         cached = pq.read_table(sig_path).to_pydict()
         signatures = {k: (None if v is None else np.asarray(v, dtype=np.uint64))
                       for k, v in zip(cached["key"], cached["hashvalues"])}
-    table, report = finalize(
-        enriched, settings.guardrails,
+    shards = enriched.written()
+
+    def write(shard: str, table: pa.Table) -> None:
+        old = indexable.read(shard, ["chunk_id", "doc_version", "text_sha256"]) if indexable.exists(shard) else None
+        new = table.select(["chunk_id", "doc_version", "text_sha256"])
+        if old is None or not old.equals(new) or table.num_rows == 0:
+            indexable.write(shard, table)
+
+    report = finalize_shards(
+        enriched.read, write, shards, settings.guardrails,
         lambda texts: count_tokens(load_tokenizer(settings.embedding.model), texts), signatures,
     )
+    for gone in set(indexable.written()) - set(shards):
+        indexable.write(gone, ENRICHED.empty_table())
     atomic_write_parquet(pa.table({"key": pa.array(list(signatures), pa.string()),
                                    "hashvalues": pa.array([None if v is None else v.tolist() for v in signatures.values()],
                                                           pa.list_(pa.uint64()))}), sig_path)
     atomic_write_text(json.dumps(report.to_dict(), indent=1, sort_keys=True), corpus_report_path(settings))
-    atomic_write_parquet(table, indexable_path(settings))
+    atomic_write_text(json.dumps({"enriched": digest}), marker)
     return report
 
 
-def _finalized(settings: Settings) -> bool:
-    final, enriched = indexable_path(settings), enriched_path(settings)
-    return final.exists() and final.stat().st_mtime_ns >= enriched.stat().st_mtime_ns
+def _listing_digest(table: ShardedTable) -> str:
+    """What the enriched shards are now: names, sizes and modification times."""
+    entries = []
+    for shard in table.written():
+        st = table.path(shard).stat()
+        entries.append(f"{shard}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
 
 
 # ---- embed & index ------------------------------------------------------------------------------
 
 
-def embed(settings: Settings, embedder=None, progress: ProgressFn = None):
+def embed(settings: Settings, embedder=None, progress: ProgressFn = None, shards: list[str] | None = None):
+    """Embed the indexable texts of ``shards`` (default all) the cache lacks, one shard's texts in
+    memory at a time."""
     from ingest_platform.embedding import EmbeddingCache, embed_missing, get_embedder
 
     e = settings.embedding
     embedder = embedder or get_embedder(e.model, e.device, e.batch_size)
     cache = EmbeddingCache(settings.state, embedder.model_id, embedder.dim)
-    return embed_missing(load_enriched(settings).select(["text", "text_sha256"]), embedder, cache, progress)
+    return embed_missing(_ShardTables(indexable_table(settings), ["text", "text_sha256"], shards), embedder, cache,
+                         progress)
+
+
+class _ShardTables:
+    """The shards of a table, read afresh each time it is iterated (one in memory at a time)."""
+
+    def __init__(self, table: ShardedTable, columns: list[str] | None = None, shards: list[str] | None = None):
+        self.table, self.columns, self.shards = table, columns, shards
+
+    def __iter__(self):
+        return (t for _, t in self.table.iter(self.columns, self.shards))
+
+
+class _ShardSource:
+    """The indexable shards as the index sync reads them (``index.ChunkSource``)."""
+
+    def __init__(self, table: ShardedTable):
+        self.table = table
+
+    def doc_versions(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for shard in self.table.written():
+            out.update(self.table.doc_versions(shard))
+        return out
+
+    def rows(self, docs: set[str] | None = None, columns: list[str] | None = None):
+        read = None if columns is None else sorted(set(columns) | {"doc_id"})
+        wanted = pa.array(sorted(docs), pa.string()) if docs is not None else None
+        for _, t in self.table.iter(read):
+            if wanted is not None:
+                t = t.filter(pc.is_in(t["doc_id"], wanted))
+            if t.num_rows:
+                yield t if columns is None else t.select(columns)
 
 
 def build_index(settings: Settings, embedder=None):
     from ingest_platform.embedding import EmbeddingCache, get_embedder
-    from ingest_platform.index import IndexStore
 
     e = settings.embedding
     embedder = embedder or get_embedder(e.model, e.device, e.batch_size)
     cache = EmbeddingCache(settings.state, embedder.model_id, embedder.dim)
     store = index_store(settings)
     return store.sync(
-        load_enriched(settings), cache.vectors_for, dim=embedder.dim, model_id=embedder.model_id,
+        _ShardSource(indexable_table(settings)), cache.vectors_for, dim=embedder.dim, model_id=embedder.model_id,
         model_spec=e.model, vector_index_min_rows=settings.index.vector_index_min_rows,
         retention=timedelta(days=settings.index.retention_days),
     )

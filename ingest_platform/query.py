@@ -1,9 +1,9 @@
 """The query function serving apps import: hybrid (vector + BM25, fused by RRF) search over the
 ``production`` index version, with an access-control prefilter and a citation on every hit.
 
-A ``Retriever`` is long-lived and thread-safe: it opens the index once, notices a promotion by a
-``stat`` of the promotion history (no table I/O per query), and answers each query from one table
-version it pinned at the start of that query. ``search()`` is the one-off convenience.
+A ``Retriever`` is long-lived and thread-safe: it opens the index once, reads the ``production``
+tag from the index at most every ``[query] refresh_interval_s`` (and at once after a promotion on
+this machine), and answers each query from one table version it pinned at the start of that query. ``search()`` is the one-off convenience.
 """
 
 from __future__ import annotations
@@ -279,9 +279,14 @@ class Retriever:
         self._pinned: _Pinned | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._signal: tuple | None = None
+        self._next_check = 0.0  # time.monotonic() after which the tag is read again
 
     # -- version tracking --
     def _history_signal(self) -> tuple:
+        """A cheap local hint that a promotion happened on this machine: the promotion history's
+        size and mtime (constant when the home is elsewhere: object storage, another host)."""
+        if not state.is_local(self.store.home):
+            return (0, 0)
         try:
             st = os.stat(self.store.history_path)
             return (st.st_mtime_ns, st.st_size)
@@ -289,16 +294,22 @@ class Retriever:
             return (0, 0)
 
     def _pin(self) -> _Pinned:
-        """The table version to answer from. Re-resolved only when the promotion history changed
-        (or for a non-tag ref, once)."""
-        signal = self._history_signal()
+        """The table version to answer from: the ``production`` tag (or the ref's), read from the
+        index itself at most every ``[query] refresh_interval_s``, so a replica that shares nothing
+        but the store follows promotions; a promotion on this machine (the history's stat changes)
+        is looked at on the next query. A version number is resolved once."""
         pinned = self._pinned
-        if pinned is not None and (signal == self._signal or not isinstance(self.ref, str)):
+        if pinned is not None and not isinstance(self.ref, str):
+            return pinned
+        signal = self._history_signal()
+        now = time.monotonic()
+        if pinned is not None and signal == self._signal and now < self._next_check:
             return pinned
         with self._lock:
-            if self._pinned is not None and signal == self._signal:
+            if self._pinned is not None and signal == self._signal and now < self._next_check:
                 return self._pinned
-            version = self.store.version_of(self.ref)
+            version = self.store.version_of(self.ref)  # the tag, as the index has it now
+            self._next_check = now + self.settings.query.refresh_interval_s
             if self._pinned is None or self._pinned.version != version:
                 # A fresh connection per version: the old one, and the index files of the old
                 # version it kept open, are released with it (one leaked per promotion otherwise).
@@ -326,7 +337,9 @@ class Retriever:
             return None
 
     def refresh(self) -> int:
+        """Read the tag now (instead of at the next interval); returns the version pinned."""
         self._signal = None
+        self._next_check = 0.0
         return self._pin().version
 
     @property

@@ -37,8 +37,9 @@ def summarize(settings: Settings, per_document: pa.Table | None = None, indexed:
     chunks, quarantined), ``near_duplicate_groups``, ``superseded`` and the boilerplate numbers."""
     from ingest_platform import pipeline
 
-    per_document = per_document if per_document is not None else pipeline.load_enriched_documents(settings)
-    indexed = indexed if indexed is not None else pipeline.load_enriched(settings)
+    per_document = per_document if per_document is not None else pipeline.load_enriched_documents(
+        settings, ["doc_id", "source", "risk_counts_json", "quarantined"])
+    indexed = indexed if indexed is not None else pipeline.load_enriched(settings, ["doc_id", "superseded_by"])
     policies = pipeline.risk_policies(settings)
     chunks_by = {t: 0 for t in RISK_TYPES}
     occurrences = {t: 0 for t in RISK_TYPES}

@@ -15,7 +15,8 @@ Layout::
       scans.jsonl                 one line per source per scan: listed, or why not
       parsed/elements/            parse cache: element segments keyed by content hash
       parsed/failures/            parse failures keyed by content hash + parse settings
-      chunks.parquet  enriched.parquet  indexable.parquet  minhash.parquet  corpus-report.json
+      chunks/<shard>.parquet  enriched/<shard>.parquet  indexable/<shard>.parquet
+      minhash.parquet  corpus-report.json
       embeddings/<model>/         vector segments keyed by text hash
       lancedb/                    the index (unless [index] uri puts it elsewhere)
       promotions.jsonl            every move of the production tag
@@ -73,16 +74,22 @@ def parse_failures(home) -> Path:
 
 
 def chunks(home) -> Path:
-    return root(home) / "chunks.parquet"
+    """One Parquet file per shard (``ingest_platform.shards``)."""
+    return root(home) / "chunks"
 
 
 def enriched(home) -> Path:
-    return root(home) / "enriched.parquet"
+    return root(home) / "enriched"
 
 
 def indexable(home) -> Path:
     """The enriched chunks after the corpus-wide guardrails: what is embedded and indexed."""
-    return root(home) / "indexable.parquet"
+    return root(home) / "indexable"
+
+
+def legacy(home) -> list[Path]:
+    """Files of an older layout (one table for the whole corpus) that the sharded one replaced."""
+    return [root(home) / name for name in ("chunks.parquet", "enriched.parquet", "indexable.parquet")]
 
 
 def minhash(home) -> Path:

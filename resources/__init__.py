@@ -69,6 +69,32 @@ class IndexStoreResource(dg.ConfigurableResource):
         return self._store
 
 
+class ParserPoolResource(dg.ConfigurableResource):
+    """The parser worker processes of a run, started when a shard first needs parsing and stopped
+    when the run's resources are torn down: with the in-process executor every shard step of the
+    run shares them (a worker costs seconds to start); with a multiprocess or distributed one,
+    each step process has its own. Never left for ``atexit``, which a run worker does not run."""
+
+    platform: PlatformSettings
+    _pool = PrivateAttr(default=None)
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator["ParserPoolResource"]:
+        try:
+            yield self
+        finally:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    def get(self):
+        from ingest_platform.parsing import ParserPool
+
+        if self._pool is None:
+            self._pool = ParserPool(self.platform.get().parsing)
+        return self._pool
+
+
 def build_resources(config_file: str | None = None, home: str | None = None, overrides: dict | None = None) -> dict:
     platform = PlatformSettings(config_file=config_file, home=home,
                                 overrides_json=json.dumps(overrides) if overrides else None)
@@ -76,4 +102,5 @@ def build_resources(config_file: str | None = None, home: str | None = None, ove
         "platform": platform,
         "embedder": EmbedderResource(platform=platform),
         "index_store": IndexStoreResource(platform=platform),
+        "parser_pool": ParserPoolResource(platform=platform),
     }

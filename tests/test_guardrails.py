@@ -17,7 +17,7 @@ from ingest_platform.dedupe import VERSION_SEP, base_version, collapse_hits, fin
 from ingest_platform.hidden_html import mark_hidden
 from ingest_platform.parsing import parse_bytes
 from ingest_platform.schemas import ENRICHED, conform
-from ingest_platform.storage import atomic_write_parquet
+from ingest_platform.shards import split_by_shard
 
 from .conftest import EXAMPLE_DOCS, SAMPLE, need
 
@@ -233,8 +233,10 @@ def _write_state(settings, flagged: int, clean: int = 3):
     rows += [{"doc_id": f"c:{i}", "source": "d", "text": "y", "risk_flags": [], "risk_counts_json": "{}"}
              for i in range(clean)]
     table = _enriched(rows)
-    atomic_write_parquet(table, pipeline.enriched_path(settings))
-    pipeline.finalize_corpus(settings, table)
+    enriched = pipeline.enriched_table(settings)
+    for shard, part in split_by_shard(table, settings.scale.shards).items():
+        enriched.write(shard, part)
+    pipeline.finalize_corpus(settings, force=True)
 
 
 def test_guardrails_check_warns_when_flags_appear_or_jump(tmp_path):

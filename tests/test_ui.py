@@ -133,7 +133,7 @@ def test_ui_serves_graph_checks_automation_and_runs_the_job(dagster_dev):
     nodes = {"/".join(n["assetKey"]["path"]): n for n in gql(port, ASSETS)["assetNodes"]}
     assert {"document_manifest", "parsed_documents", "chunks", "enriched_chunks", "embeddings",
             "candidate_index", "index_eval", "production_index"} <= set(nodes)
-    assert all(n["groupName"] in {"ingest", "index", "serving"} and n["description"] for n in nodes.values())
+    assert all(n["groupName"] in {"ingest", "index", "serving", "maintenance"} and n["description"] for n in nodes.values())
     checks = {c["name"]: c["blocking"] for n in nodes.values()
               for c in n["assetChecksOrError"].get("checks", [])}
     assert checks["index_quality"] and checks["eval_gate"]
