@@ -28,7 +28,7 @@ fi
 "${PIP[@]}" install -q --upgrade pip
 # torch first, as the CPU build: if anything later asked for a newer torch pip would fetch CUDA wheels.
 "${PIP[@]}" install -q -c constraints.txt "torch==2.13.0"
-"${PIP[@]}" install -q -c constraints.txt -e ".[dev]"
+"${PIP[@]}" install -q -c constraints.txt -e ".[dev,scale]"
 # unstructured's PDF partitioner imports unstructured_inference at import time even for the "fast"
 # strategy; its declared dependencies (timm -> torchvision -> CUDA torch) are not needed for that.
 "${PIP[@]}" install -q --no-deps -c constraints.txt unstructured-inference
