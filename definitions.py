@@ -58,7 +58,8 @@ def build_executor(settings) -> dg.ExecutorDefinition:
     if d.executor == "celery":
         from dagster_celery import celery_executor
 
-        return celery_executor.configured({"broker": d.celery_broker, "backend": d.celery_backend})
+        return celery_executor.configured({"broker": d.celery_broker, "backend": d.celery_backend,
+                                           "config_source": {"task_default_queue": d.celery_queue}})
     from dagster_k8s import k8s_job_executor  # installed in the deployment's image (deploy/README.md)
 
     return k8s_job_executor

@@ -286,6 +286,8 @@ class DagsterSettings(_Strict):
     max_concurrent: int = Field(default=0, ge=0)
     celery_broker: str = "pyamqp://guest@127.0.0.1:5672//"
     celery_backend: str = "rpc://"
+    # The queue steps are sent to: start workers with `-Q <queue>`.
+    celery_queue: str = "dagster"
     # Run, event and schedule storage: "sqlite" (files under <home>/dagster) or a PostgreSQL URL
     # (postgresql://user:password@host:5432/database), for a daemon, workers and a UI on several
     # machines or a home on object storage.

@@ -125,8 +125,11 @@ def test_ablations_score_the_shipped_default_and_every_variant(tmp_path, capsys)
     assert result["split"] == "train" and result["queries"] == 3 and result["baseline"] == "shipped"
     variants = {v["variant"]: v for v in result["variants"]}
     assert set(variants) == set(ablations.VARIANTS)
-    assert variants["shipped"]["params"] == {"fusion": "zscore", "vector_weight": 0.6, "keyword_weight": 0.4,
-                                             "depth": 200}
+    from ingest_platform.config import QuerySettings
+
+    q = QuerySettings()  # the shipped defaults
+    assert variants["shipped"]["params"] == {"fusion": q.fusion, "vector_weight": q.vector_weight,
+                                             "keyword_weight": q.keyword_weight, "depth": q.candidates}
     for v in variants.values():
         assert v["grid"] and v["params"] in [g["params"] for g in v["grid"]]
         for name in ("ndcg@10", "recall@100", "mrr@10"):
