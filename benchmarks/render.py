@@ -6,8 +6,9 @@ Why: retrieval measured on records says nothing about what parsing and chunking 
 Rendered documents carry the same texts, so the records path is the reference the file paths must
 match (``benchmarks.fidelity``).
 
-- **PDF** (reportlab): US Letter, 1-inch margins; the title in 14 pt Helvetica-Bold, the text in
-  11 pt Helvetica wrapped to the text width with 1.6x line spacing (wide enough that pdfminer keeps
+- **PDF** (reportlab): US Letter, 1-inch margins; the title in 14 pt DejaVu Sans Bold, the text in
+  11 pt DejaVu Sans (embedded: Greek letters and signs survive) wrapped to the text width with 1.6x
+  line spacing (wide enough that pdfminer keeps
   every printed line apart, as in many real reports), a page number in the footer, the title in the
   document information. Long texts run over several pages.
 - **DOCX** (python-docx): the title as Heading 1, the text as one paragraph, the title in the
@@ -37,10 +38,27 @@ def file_name(record_id: str, fmt: str) -> str:
     return f"{_SAFE.sub('_', record_id)}.{fmt}"
 
 
+def _fonts() -> tuple[str, str]:
+    """DejaVu Sans (regular, bold), embedded in the PDF: the standard PDF fonts have no Greek or
+    mathematical signs, which the abstracts use (β, γ, ≥). The TTF files come with matplotlib."""
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    if "DejaVuSans" not in pdfmetrics.getRegisteredFontNames():
+        import matplotlib
+
+        folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+        pdfmetrics.registerFont(TTFont("DejaVuSans", str(folder / "DejaVuSans.ttf")))
+        pdfmetrics.registerFont(TTFont("DejaVuSans-Bold", str(folder / "DejaVuSans-Bold.ttf")))
+    return "DejaVuSans", "DejaVuSans-Bold"
+
+
 def render_pdf(path: Path, title: str, text: str) -> None:
     from reportlab.lib.pagesizes import letter
     from reportlab.lib.utils import simpleSplit
     from reportlab.pdfgen import canvas
+
+    regular, bold = _fonts()
 
     width, height = letter
     margin = 72
@@ -51,21 +69,21 @@ def render_pdf(path: Path, title: str, text: str) -> None:
     y = height - margin
 
     def footer():
-        c.setFont("Helvetica", 9)
+        c.setFont(regular, 9)
         c.drawCentredString(width / 2, margin / 2, str(page))
 
-    c.setFont("Helvetica-Bold", 14)
-    for line in simpleSplit(title, "Helvetica-Bold", 14, text_width):
+    c.setFont(bold, 14)
+    for line in simpleSplit(title, bold, 14, text_width):
         c.drawString(margin, y, line)
         y -= 14 * 1.3
     y -= 14
-    for line in simpleSplit(text, "Helvetica", 11, text_width):
+    for line in simpleSplit(text, regular, 11, text_width):
         if y < margin:
             footer()
             c.showPage()
             page += 1
             y = height - margin
-        c.setFont("Helvetica", 11)
+        c.setFont(regular, 11)
         c.drawString(margin, y, line)
         y -= 11 * 1.6
     footer()

@@ -11,9 +11,9 @@ What ``reconstruct`` does to one document's elements, in order:
 
 1. **Same-line pieces** (a section number and its heading, table header cells) are joined
    left to right into one line.
-2. **Furniture** is dropped: lines without a letter or digit (``· · · ·``, rules), bare numbers
-   (page numbers, axis ticks), letter-spaced or rotated stamps (``1 2 0 2 n u J``), and short lines
-   repeated on several pages (running headers and footers). A ``Header``/``Footer`` that is *not*
+2. **Furniture** is dropped: lines without a letter or digit (``· · · ·``, rules), letter-spaced
+   or rotated stamps (``1 2 0 2 n u J``), short lines repeated on several pages (running headers
+   and footers), and, once lines are joined, numbers standing alone (page numbers, axis ticks). A ``Header``/``Footer`` that is *not*
    repeated is content (a one-page document's title is often classified ``Header``).
 3. **Lines are joined into paragraphs** when they continue each other: same page and column,
    the same font height, a vertical gap no larger than the document's own line spacing, and
@@ -51,7 +51,9 @@ TEXT_TYPES = frozenset({"NarrativeText", "UncategorizedText", "Title", "ListItem
 FURNITURE_TYPES = frozenset({"Header", "Footer", "PageNumber", "PageBreak"})
 
 _TERMINAL = re.compile(r"[.!?\u2026:][\"'\u201d\u2019)\]]*$")
-_BULLET = re.compile(r"^\s*([\u2022\u25cf\u25aa\u25e6\u2023\u2043\u2219\-\*\u2013\u2014\u00b7]\s|\(?\d{1,2}[.)]\s|\(?[a-z][.)]\s|[ivx]{1,4}[.)]\s)")
+_SYMBOL_BULLET = re.compile(r"^\s*[\u2022\u25cf\u25aa\u25e6\u2023\u2043\u2219\-\*\u2013\u2014\u00b7]\s")
+_NUMBERED = re.compile(r"^\s*(\(?\d{1,2}[.)]\s|\(?[a-z][.)]\s|[ivx]{1,4}[.)]\s)")
+_BULLET = re.compile(f"{_SYMBOL_BULLET.pattern}|{_NUMBERED.pattern}")
 _NUMERIC = re.compile(r"^[\d\s.,:;/()\-\u2013\u2014%+]*$")
 _WORD = re.compile(r"[A-Za-z]+")
 _CAPTION = re.compile(r"^(fig\.?|figure|table|tab\.|chart|plate|exhibit)\s*\d", re.I)
@@ -126,6 +128,9 @@ def reconstruct(elements: pa.Table, *, is_word: Callable[[str], bool] | None = N
 
     els = [replace(e, text=_dehyphenate_inside(e.text, word)) for e in els]
     els = _join_paragraphs(els, word)
+    # Numbers standing alone once lines are joined (page numbers, axis ticks): a number that ends
+    # a wrapped sentence was joined to it above.
+    els = [e for e in els if not (e.type in TEXT_TYPES and _NUMERIC.match(e.text.strip()) and len(e.text.strip()) <= 12)]
     for e in els:
         if e.type == "Title" and is_fragment(e.text):
             e.type = "NarrativeText"
@@ -238,8 +243,6 @@ def _drop_furniture(els: list[_El]) -> list[_El]:
         text = e.text.strip()
         if not any(ch.isalnum() for ch in text):
             continue  # rules, dot leaders, ornaments
-        if _NUMERIC.match(text) and len(text) <= 12:
-            continue  # page numbers, axis ticks
         if _letter_spaced(text):
             continue  # rotated or letter-spaced stamps
         if _norm(text) in repeated:
@@ -334,16 +337,20 @@ def _starts_lower(text: str) -> bool:
 def _continues(prev: _El, e: _El, layout: _Layout | None, para_x0: float | None) -> bool:
     """Whether ``e`` is the next printed line of the paragraph whose last line is ``prev``.
 
-    A line wraps because it ran out of room: it reaches its column's right edge. So besides
-    matching geometry (same page and column, same font height, the document's own line gap),
-    ``prev`` must be a full line, or end mid-sentence with ``e`` going on in lower case.
+    A line wraps because it ran out of room: the next line's first word would not have fitted at
+    its end. So besides matching geometry (same page and column, same font height, the document's
+    own line gap), ``prev`` must have been wrapped, or end mid-sentence with ``e`` going on in
+    lower case.
     """
-    if prev.type not in TEXT_TYPES or e.type not in TEXT_TYPES or _BULLET.match(e.text):
-        return False  # a table, an image, a new list item or numbered point
     prev_text, text = prev.text.rstrip(), e.text.lstrip()
+    if prev.type not in TEXT_TYPES or e.type not in TEXT_TYPES or _SYMBOL_BULLET.match(text):
+        return False  # a table, an image, a new bulleted item
+    if _NUMBERED.match(text) and (_ends_sentence(prev_text) or _NUMBERED.match(prev.row.get("text") or prev_text)):
+        return False  # a numbered point (after a finished sentence, or after another point);
+        # "64) were analyzed" after "... (n =" is the same sentence going on
     carries_on = not _ends_sentence(prev_text) and _starts_lower(text)
-    if e.type == "ListItem" and not carries_on:
-        return False  # the partitioner saw a bullet: the next item
+    if e.type == "ListItem" and (_ends_sentence(prev_text) or prev.type == "ListItem"):
+        return False  # the partitioner saw an item marker, and the line before it was done
     # Across a page or column break the geometry says nothing: only the text can.
     if layout is None or prev.box is None or e.box is None or prev.page != e.page:
         return carries_on
@@ -359,10 +366,15 @@ def _continues(prev: _El, e: _El, layout: _Layout | None, para_x0: float | None)
     overlap = min(prev.box[2], e.box[2]) - max(prev.box[0], e.box[0])
     if overlap <= 0 or abs(e.box[0] - x0) > 2.5 * h:
         return False  # another column or an indented block
-    full = prev.box[2] >= layout.right_edge(prev, x0) - 4 * h
-    if prev.type == "Title" and not carries_on and not is_fragment(prev_text):
-        return False  # a heading over its first body line
-    return full or carries_on
+    right = layout.right_edge(prev, x0)
+    # The line was wrapped if the next line's first word would not have fitted at its end (a
+    # short line before a long word is still a wrapped one; a short line before "To" is not).
+    char_w = (prev.box[2] - prev.box[0]) / max(1, len(prev_text))
+    first_word = text.split()[0] if text.split() else ""
+    wrapped = prev.box[2] + char_w * (len(first_word) + 1) > right - 0.5 * h
+    # A heading of the body's size over its first line is neither wrapped nor cut mid-sentence:
+    # it stays apart by this rule alone, whatever the partitioner called it.
+    return wrapped or carries_on
 
 
 def _join_paragraphs(els: list[_El], word: Callable[[str], bool]) -> list[_El]:
