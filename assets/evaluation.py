@@ -19,7 +19,7 @@ GROUP = "index"
 def index_eval(context: dg.AssetExecutionContext, platform: PlatformSettings) -> dg.MaterializeResult:
     """The golden set run through the real query function against the candidate version and the
     current production version: recall@k, hit@k, MRR@10, nDCG@10 overall, per tag and per query.
-    Both are appended to the eval history (``eval.duckdb``); ``eval_gate`` judges the candidate."""
+    Both are appended to the eval history (Parquet files DuckDB reads); ``eval_gate`` judges the candidate."""
     s = platform.get()
     if not s.eval.golden_file:
         context.log.warning("no golden set configured ([eval] golden_file): the eval gate is skipped")

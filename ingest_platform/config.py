@@ -335,7 +335,9 @@ class Settings(BaseSettings):
         env_prefix="INGEST_PLATFORM_", env_nested_delimiter="__", extra="forbid"
     )
 
-    home: Path = Path(".ingest-state")
+    # A local folder, or an fsspec URI (``s3://bucket/prefix``: state and index on object storage,
+    # credentials and endpoint from the standard AWS environment variables).
+    home: str = ".ingest-state"
     sources: list[SourceConfig] = Field(default_factory=list)
     # Chunks with no groups from any rule get these; empty means they are visible to nobody.
     default_access_groups: list[str] = Field(default_factory=list)
@@ -356,6 +358,11 @@ class Settings(BaseSettings):
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     dagster: DagsterSettings = Field(default_factory=DagsterSettings)
 
+    @field_validator("home", mode="before")
+    @classmethod
+    def _home_text(cls, v: Any) -> Any:
+        return os.fspath(v) if isinstance(v, os.PathLike) else v
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         return init_settings, env_settings, _FileSource(settings_cls)
@@ -363,7 +370,10 @@ class Settings(BaseSettings):
     # ---- derived locations under home -------------------------------------------------------
     @property
     def state(self) -> Path:
-        return Path(self.home)
+        """``home`` as a path object (``Path`` locally, ``UPath`` for a URI): ``ingest_platform.state``."""
+        from ingest_platform import state
+
+        return state.root(self.home)
 
     @property
     def lancedb_uri(self) -> str:
@@ -388,7 +398,7 @@ class Settings(BaseSettings):
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    if "home" in data and not Path(data["home"]).is_absolute():
+    if "home" in data and "://" not in str(data["home"]) and not Path(data["home"]).is_absolute():
         data["home"] = str(base / data["home"])
     for src in data.get("sources", []) or []:
         path = src.get("path", "")

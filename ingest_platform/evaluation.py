@@ -25,10 +25,12 @@ How a query is judged (``score_query``):
 
 Queries without snippets get no snippet metrics (they are left out of those means, not counted as 0).
 
-History: one DuckDB file ``<home>/eval.duckdb`` with a row per (run, version, metric) for the overall
-and per-tag means, and a row per query. DuckDB allows one read-write process per file: writers open,
-write one transaction and close at once (retrying while another process holds the lock); readers
-open read-only.
+History: append-only Parquet files under ``<home>/evals/history/`` (``eval_runs``, ``eval_metrics``
+with a row per (run, version, metric) for the overall and per-tag means, ``eval_queries`` with a row
+per query), one file per table per recorded run. DuckDB reads them in place (``read_parquet`` over
+the folder; ``history_sql`` gives the views): no process ever holds a database file open for
+writing, so writers in several processes or machines never wait for each other, and the history
+can live on object storage beside the rest of the state.
 """
 
 from __future__ import annotations
@@ -464,45 +466,36 @@ def load_reports(settings: Settings, version: int) -> tuple[EvalReport, EvalRepo
     return EvalReport.from_dict(data["candidate"]), EvalReport.from_dict(production) if production else None
 
 
-# ---- history (DuckDB) ---------------------------------------------------------------------------
+# ---- history (Parquet files, read by DuckDB) ----------------------------------------------------
 
-
-def history_db(settings: Settings) -> Path:
+def history_dir(settings: Settings) -> Path:
     return state.eval_history(settings.state)
 
 
-_DDL = [
-    """CREATE TABLE IF NOT EXISTS eval_runs (run_id VARCHAR, evaluated_at TIMESTAMPTZ, ref VARCHAR, version BIGINT,
-       k INTEGER, mode VARCHAR, golden_file VARCHAR, golden_sha256 VARCHAR, queries INTEGER, seconds DOUBLE,
-       recorded_at TIMESTAMPTZ)""",
-    """CREATE TABLE IF NOT EXISTS eval_metrics (run_id VARCHAR, evaluated_at TIMESTAMPTZ, ref VARCHAR, version BIGINT,
-       scope VARCHAR, tag VARCHAR, metric VARCHAR, value DOUBLE, queries INTEGER)""",
-    """CREATE TABLE IF NOT EXISTS eval_queries (run_id VARCHAR, evaluated_at TIMESTAMPTZ, ref VARCHAR, version BIGINT,
-       query_id VARCHAR, query VARCHAR, tags VARCHAR[], recall_at_k DOUBLE, hit_at_k DOUBLE,
-       mrr_at_10 DOUBLE, ndcg_at_10 DOUBLE, snippet_hit_at_k DOUBLE, snippet_recall_at_k DOUBLE,
-       retrieved VARCHAR[])""",
-]
+def _history_schemas():
+    import pyarrow as pa
 
-
-def _connect(path: Path, read_only: bool, timeout_s: float = 60.0):
-    """A DuckDB connection, waiting while another process holds the file's lock."""
-    import duckdb
-
-    deadline = time.monotonic() + timeout_s
-    delay = 0.05
-    while True:
-        try:
-            return duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+    ts = pa.timestamp("us", tz="UTC")
+    return {
+        "eval_runs": pa.schema([("run_id", pa.string()), ("evaluated_at", ts), ("ref", pa.string()),
+                                ("version", pa.int64()), ("k", pa.int32()), ("mode", pa.string()),
+                                ("golden_file", pa.string()), ("golden_sha256", pa.string()), ("queries", pa.int32()),
+                                ("seconds", pa.float64()), ("recorded_at", ts)]),
+        "eval_metrics": pa.schema([("run_id", pa.string()), ("evaluated_at", ts), ("ref", pa.string()),
+                                   ("version", pa.int64()), ("scope", pa.string()), ("tag", pa.string()),
+                                   ("metric", pa.string()), ("value", pa.float64()), ("queries", pa.int32())]),
+        "eval_queries": pa.schema([("run_id", pa.string()), ("evaluated_at", ts), ("ref", pa.string()),
+                                   ("version", pa.int64()), ("query_id", pa.string()), ("query", pa.string()),
+                                   ("tags", pa.list_(pa.string())), *((m, pa.float64()) for m in METRICS),
+                                   ("retrieved", pa.list_(pa.string()))]),
+    }
 
 
 def record_history(settings: Settings, reports: Iterable[EvalReport], run_id: str | None = None) -> str:
-    """Append the reports to ``<home>/eval.duckdb`` in one transaction; returns the run id used."""
+    """Append the reports to the history (one Parquet file per table); returns the run id used."""
     import pyarrow as pa
+
+    from ingest_platform.storage import atomic_write_parquet
 
     run_id = run_id or uuid.uuid4().hex
     recorded_at = datetime.now(UTC)
@@ -522,36 +515,47 @@ def record_history(settings: Settings, reports: Iterable[EvalReport], run_id: st
         for q in r.per_query:
             queries.append({**base, "query_id": q.id, "query": q.query, "tags": q.tags, **q.metrics,
                             "retrieved": q.retrieved})
-    path = history_db(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    con = _connect(path, read_only=False)
-    try:
-        for ddl in _DDL:
-            con.execute(ddl)
-        con.execute("BEGIN")
-        for table, rows in (("eval_runs", runs), ("eval_metrics", metrics), ("eval_queries", queries)):
-            if rows:
-                columns = [c[0] for c in con.execute(f"DESCRIBE {table}").fetchall()]
-                data = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
-                con.register("incoming", data)
-                con.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM incoming")
-                con.unregister("incoming")
-        con.execute("COMMIT")
-    finally:
-        con.close()
+    part = f"{recorded_at:%Y%m%dT%H%M%S%f}-{run_id[:16]}-{uuid.uuid4().hex[:6]}.parquet"
+    for table, rows in (("eval_runs", runs), ("eval_metrics", metrics), ("eval_queries", queries)):
+        if rows:
+            schema = _history_schemas()[table]
+            data = pa.Table.from_pylist([{c: row.get(c) for c in schema.names} for row in rows], schema=schema)
+            atomic_write_parquet(data, history_dir(settings) / table / part)
     return run_id
+
+
+def history_connection(settings: Settings):
+    """An in-memory DuckDB connection with the history's tables as views (``eval_runs``,
+    ``eval_metrics``, ``eval_queries``); None when nothing was recorded yet. On object storage the
+    home's fsspec filesystem is registered with DuckDB, which then reads the files where they are.
+
+    >>> con = history_connection(settings)
+    >>> con.execute("SELECT version, metric, value FROM eval_metrics WHERE scope = 'overall'").fetchall()
+    """
+    import duckdb
+
+    from ingest_platform.storage import is_remote
+
+    folder = history_dir(settings)
+    tables = {t: folder / t for t in _history_schemas() if (folder / t).exists() and any((folder / t).glob("*.parquet"))}
+    if "eval_runs" not in tables or "eval_metrics" not in tables:
+        return None
+    con = duckdb.connect()
+    if is_remote(folder):
+        con.register_filesystem(folder.fs)
+    for name, path in tables.items():
+        where = f"{folder.protocol}://{path.path}" if is_remote(folder) else str(path)
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{where}/*.parquet', union_by_name = true)")
+    return con
 
 
 def history(settings: Settings, limit: int | None = None) -> list[dict]:
     """Overall metrics per evaluated (run, ref, version), oldest first: one dict per row with the
     metric names as keys. Empty when nothing was recorded yet."""
-    path = history_db(settings)
-    if not path.exists():
+    con = history_connection(settings)
+    if con is None:
         return []
-    con = _connect(path, read_only=True)
     try:
-        if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'eval_runs'").fetchone()[0]:
-            return []
         pivot = ", ".join(f"max(value) FILTER (WHERE metric = '{m}') AS {m}" for m in METRICS)
         sql = f"""
             SELECT r.run_id, r.evaluated_at AS "at", r.recorded_at, r.ref, r.version, r.k, r.mode, r.queries, {pivot}

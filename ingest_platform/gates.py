@@ -13,26 +13,20 @@ from pathlib import Path
 
 from ingest_platform import state
 from ingest_platform.errors import PromotionRefused
-from ingest_platform.locking import file_lock
 from ingest_platform.storage import atomic_write_text
 
 GateError = PromotionRefused  # the name older callers know
 
 
-def _path(home: Path, version: int) -> Path:
-    return state.gate(home, version)
-
-
 def record(home: Path, version: int, name: str, passed: bool, details: dict | None = None) -> None:
-    path = _path(home, version)
-    with file_lock(path.with_name(".lock")):  # checks of one run may record concurrently
-        data = json.loads(path.read_text()) if path.exists() else {}
-        data[name] = {"passed": bool(passed), "at": datetime.now(UTC).isoformat(), "details": details or {}}
-        atomic_write_text(json.dumps(data, indent=1, sort_keys=True, default=str), path)
+    """Record ``name``'s verdict for ``version`` (replacing an earlier one of the same gate)."""
+    payload = {"passed": bool(passed), "at": datetime.now(UTC).isoformat(), "details": details or {}}
+    atomic_write_text(json.dumps(payload, indent=1, sort_keys=True, default=str), state.gate(home, version, name))
 
 
 def results(home: Path, version: int) -> dict[str, dict]:
-    path = _path(home, version)
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
+    """gate name -> its recorded verdict for ``version``."""
+    folder = state.gate(home, version, "x").parent
+    if not folder.exists():
+        return {}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}

@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest_platform import faults, state
+from ingest_platform import faults, state, storage
 from ingest_platform.schemas import ENRICHED, conform
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class IndexStore:
         self.name = table
         self.db = lancedb.connect(self.uri)
         # Promotion history lives beside the state (append-only JSONL, readable by DuckDB).
-        self.home = Path(home) if home is not None else Path(self.uri).parent
+        self.home = state.root(home) if home is not None else state.root(self.uri).parent
 
     # ---- reading ----------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -292,9 +292,13 @@ class IndexStore:
         return [PromotionEvent(**json.loads(line)) for line in self.history_path.read_text().splitlines() if line.strip()]
 
     def _record(self, event: PromotionEvent) -> None:
+        line = json.dumps(asdict(event)) + "\n"
+        if storage.is_remote(self.history_path):
+            storage.append_text(self.history_path, line)  # the promoter holds the writer lock
+            return
         self.history_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.history_path, "a") as fh:
-            fh.write(json.dumps(asdict(event)) + "\n")
+            fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
 

@@ -8,8 +8,10 @@ holder exits or is killed, so a crashed run never leaves a stale lock behind. Th
 holds it, for the message the second writer prints.
 
 The lock is re-entrant within a process (the CLI takes it, then the in-process Dagster run it starts
-takes it again). On object storage (a ``home`` URI) there is no shared kernel to arbitrate, so the
-platform relies on Dagster's run queue (``max_concurrent_runs: 1``) there; see docs/scaling.md.
+takes it again). On object storage (a ``home`` URI) there is no kernel to arbitrate: the lock is an
+object created only if absent (a conditional PUT, ``If-None-Match: *``), holding its owner and an
+expiry that the holder renews every ``LEASE_S / 3`` seconds; a holder that died stops renewing,
+and once the expiry has passed the next writer takes the lock over.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ingest_platform import state
+from ingest_platform import state, storage
 from ingest_platform.errors import HomeLocked
+
+LEASE_S = 60.0  # a remote lock's holder renews it; a lease this old without renewal is dead
 
 LOCK_NAME = state.LOCK_NAME
 _held: dict[str, int] = {}
@@ -81,6 +85,14 @@ def writer_lock(home: str | os.PathLike, *, what: str = "run", wait_s: float = 0
     ...     pipeline.run_all(settings)
     """
     path = lock_path(home)
+    if storage.is_remote(path):
+        with _reentrant(str(path)) as first:
+            if not first:
+                yield
+                return
+            with _lease(path, home, what, wait_s):
+                yield
+        return
     key = str(path.resolve()) if path.parent.exists() else str(path)
     with _held_guard:
         if _held.get(key):
@@ -127,3 +139,67 @@ def writer_lock(home: str | os.PathLike, *, what: str = "run", wait_s: float = 0
             fcntl.flock(fh, fcntl.LOCK_UN)
     finally:
         fh.close()
+
+
+@contextmanager
+def _reentrant(key: str) -> Iterator[bool]:
+    """Count this process's holds of ``key``; yields whether this is the first."""
+    with _held_guard:
+        first = not _held.get(key)
+        _held[key] = _held.get(key, 0) + 1
+    try:
+        yield first
+    finally:
+        with _held_guard:
+            _held[key] -= 1
+            if not _held[key]:
+                del _held[key]
+
+
+@contextmanager
+def _lease(path, home, what: str, wait_s: float) -> Iterator[None]:
+    """The writer lock on object storage: an object created only if absent, renewed while held."""
+    import uuid
+
+    fs, key = path.fs, path.path
+    token = uuid.uuid4().hex
+
+    def body() -> bytes:
+        return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": what, "token": token,
+                           "since": since, "expires": time.time() + LEASE_S}).encode()
+
+    since = datetime.now(UTC).isoformat(timespec="seconds")
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fs.pipe_file(key, body(), mode="create")
+            break
+        except FileExistsError:
+            other = holder(home) or {}
+            if other.get("expires", float("inf")) < time.time():  # its holder stopped renewing
+                fs.rm_file(key)
+                continue
+            if time.monotonic() >= deadline:
+                raise HomeLocked(
+                    f"{home} is locked by another writer ({other.get('what', 'unknown')}, pid "
+                    f"{other.get('pid', '?')} on {other.get('host', '?')} since {other.get('since', '?')}): "
+                    "wait for it to finish, or pass --wait SECONDS") from None
+            time.sleep(0.5)
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(LEASE_S / 3):
+            current = holder(home) or {}
+            if current.get("token") != token:
+                return  # taken over (we were presumed dead): nothing of ours to renew
+            fs.pipe_file(key, body())
+
+    renewer = threading.Thread(target=renew, name="writer-lock-lease", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+        if (holder(home) or {}).get("token") == token:
+            fs.rm_file(key)

@@ -131,12 +131,16 @@ def _version_records(settings: Settings, report: MaintenanceReport) -> None:
     if not store.exists():
         return
     existing = {v["version"] for v in store.open().list_versions()}
-    for folder in (state.gate(settings.state, 0).parent, state.eval_report(settings.state, 0).parent):
-        for path in folder.glob("v*.json"):
-            stem = path.stem[1:]
-            if stem.isdigit() and int(stem) not in existing:
-                path.unlink(missing_ok=True)
-                report.version_records_removed += 1
+    for path in state.gates(settings.state).glob("v*"):  # a folder of verdicts per version
+        if path.name[1:].isdigit() and int(path.name[1:]) not in existing:
+            for record in path.glob("*.json"):
+                record.unlink()
+            path.rmdir()
+            report.version_records_removed += 1
+    for path in state.eval_report(settings.state, 0).parent.glob("v*.json"):
+        if path.stem[1:].isdigit() and int(path.stem[1:]) not in existing:
+            path.unlink(missing_ok=True)
+            report.version_records_removed += 1
 
 
 def _traces(settings: Settings, report: MaintenanceReport, now: datetime) -> None:

@@ -31,7 +31,7 @@ from ingest_platform.progress import Progress
 from ingest_platform.schemas import CHUNKS, ELEMENTS, ENRICHED, MANIFEST, conform
 from ingest_platform.shards import ShardedTable, shard_of, split_by_shard
 from ingest_platform.sources import RECORD_FORMAT, make_source
-from ingest_platform.storage import SegmentStore, atomic_write_parquet, atomic_write_text, read_parquet
+from ingest_platform.storage import SegmentStore, append_text, atomic_write_parquet, atomic_write_text, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +122,10 @@ def scan(settings: Settings, now: datetime | None = None) -> mf.ScanSummary:
     faults.point("scan:before_save")
     mf.save_manifest(settings.state, table)
     summary = mf.summarize(table)
-    with open(scans_log(settings), "a") as fh:
-        for name in scanned:
-            fh.write(json.dumps({"source": name, "at": now.isoformat(), "ok": True}) + "\n")
-        for name, error in unavailable.items():
-            fh.write(json.dumps({"source": name, "at": now.isoformat(), "ok": False, "error": error}) + "\n")
+    append_text(scans_log(settings), "".join(
+        [json.dumps({"source": name, "at": now.isoformat(), "ok": True}) + "\n" for name in scanned]
+        + [json.dumps({"source": name, "at": now.isoformat(), "ok": False, "error": error}) + "\n"
+           for name, error in unavailable.items()]))
     return mf.ScanSummary(summary["by_status"], summary["failures"], scanned,
                           time.perf_counter() - started, hashed, list(unavailable.values()), unavailable,
                           changes=manifest_changes(previous, table))
@@ -551,12 +550,14 @@ def enrich(settings: Settings, shards: list[str] | None = None) -> StageSummary:
     started = time.perf_counter()
     table = enriched_table(settings)
     todo = pending_shards(settings, "enrich") if shards is None else shards
-    parts = [enrich_shard(settings, shard, table) for shard in todo]
+    live = _live_by_shard(settings) if todo else {}
+    parts = [enrich_shard(settings, shard, table, live.get(shard)) for shard in todo]
     finalize_corpus(settings)
     return _summed(parts, table, started)
 
 
-def enrich_shard(settings: Settings, shard: str, table: ShardedTable | None = None) -> StageSummary:
+def enrich_shard(settings: Settings, shard: str, table: ShardedTable | None = None,
+                 live_rows: pa.Table | None = None) -> StageSummary:
     """One shard's enriched chunks: document metadata, access groups, sensitive-data and risk
     flags, for the chunks whose document version changed; written only if changed."""
     from ingest_platform.enrichment import enrich_chunks
@@ -565,7 +566,8 @@ def enrich_shard(settings: Settings, shard: str, table: ShardedTable | None = No
     started = time.perf_counter()
     table = table or enriched_table(settings)
     chunks = chunk_table(settings).read(shard)
-    live_rows = _live_by_shard(settings).get(shard, mf.live_documents(MANIFEST.empty_table()))
+    if live_rows is None:
+        live_rows = _live_by_shard(settings).get(shard, mf.live_documents(MANIFEST.empty_table()))
     live = dict(zip(live_rows["doc_id"].to_pylist(), live_rows["doc_version"].to_pylist()))
     # Only chunks made from the current version of a live document count.
     chunk_live = {d: v for d, v in zip(chunks["doc_id"].to_pylist(), chunks["doc_version"].to_pylist()) if live.get(d) == v}

@@ -329,11 +329,10 @@ def _revocations_path(settings: Settings) -> Path:
 
 
 def _log_revocations(settings: Settings, exp: Exposure) -> None:
-    path = _revocations_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fh.write(json.dumps({"at": datetime.now(UTC).isoformat(), "from_version": exp.version,
-                             "deleted": exp.deleted, "narrowed": sorted(exp.narrowed)}) + "\n")
+    from ingest_platform.storage import append_text
+
+    append_text(_revocations_path(settings), json.dumps({"at": datetime.now(UTC).isoformat(), "from_version": exp.version,
+                                                         "deleted": exp.deleted, "narrowed": sorted(exp.narrowed)}) + "\n")
 
 
 def purge_revoked(settings: Settings, *, now: datetime | None = None,

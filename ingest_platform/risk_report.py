@@ -119,10 +119,9 @@ def check_guardrails(settings: Settings, *, record: bool = True) -> QualityResul
                      "success": passed, "observed": why, "unexpected_count": max(increase, 0) if not passed else 0,
                      "unexpected_percent": None, "mostly": None}]
     if record:
-        path = history_path(settings)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:
-            fh.write(json.dumps({"at": datetime.now(UTC).isoformat(), "flagged_chunks": flagged}) + "\n")
+        from ingest_platform.storage import append_text
+
+        append_text(history_path(settings), json.dumps({"at": datetime.now(UTC).isoformat(), "flagged_chunks": flagged}) + "\n")
     examples = [{"failed": "flagged", **row} for row in summary["flagged_documents"][: settings.quality.max_examples]]
     return QualityResult(
         GUARDRAILS, passed, settings.quality.is_blocking(GUARDRAILS),

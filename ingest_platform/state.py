@@ -20,8 +20,8 @@ Layout::
       embeddings/<model>/         vector segments keyed by text hash
       lancedb/                    the index (unless [index] uri puts it elsewhere)
       promotions.jsonl            every move of the production tag
-      gates/v<N>.json             recorded gate verdicts per index version
-      evals/v<N>.json  eval.duckdb  evals/history.png
+      gates/v<N>/<gate>.json      recorded gate verdicts per index version
+      evals/v<N>.json  evals/history/<table>/*.parquet  evals/history.png
       holds/deletions.json  revocations.jsonl
       traces/queries-<day>.jsonl  feedback/feedback.jsonl  golden/production.jsonl  review/
       monitoring/  models/  guardrails-history.jsonl  last_complete_run.json
@@ -31,6 +31,7 @@ Layout::
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -119,8 +120,14 @@ def promotions(home) -> Path:
     return root(home) / "promotions.jsonl"
 
 
-def gate(home, version: int) -> Path:
-    return root(home) / "gates" / f"v{version}.json"
+def gates(home) -> Path:
+    return root(home) / "gates"
+
+
+def gate(home, version: int, name: str) -> Path:
+    """One gate's verdict for one index version: a file each, so checks of one run (in several
+    processes, or on several machines) never rewrite each other's."""
+    return gates(home) / f"v{version}" / f"{name}.json"
 
 
 def eval_report(home, version: int) -> Path:
@@ -128,7 +135,8 @@ def eval_report(home, version: int) -> Path:
 
 
 def eval_history(home) -> Path:
-    return root(home) / "eval.duckdb"
+    """Append-only Parquet files per history table, read by DuckDB (``evaluation.history_connection``)."""
+    return root(home) / "evals" / "history"
 
 
 def eval_plot(home) -> Path:
@@ -183,15 +191,28 @@ def monitoring_plot(home, name: str) -> Path:
 
 
 def models(home) -> Path:
-    """Models derived once from the embedding model (the ONNX query encoder)."""
-    return root(home) / "models"
+    """Models derived once from the embedding model (the ONNX query encoder): local, they are
+    loaded from disk."""
+    return local_cache(home) / "models"
 
 
 # ---- processes ----------------------------------------------------------------------------------
 
 
 def dagster_home(home) -> Path:
-    return root(home) / "dagster"
+    """The Dagster instance: under a local home, or in the local cache of a remote one (its SQLite
+    storage needs a local disk; on several machines, use PostgreSQL: ``[dagster] storage``)."""
+    return local_cache(home) / "dagster"
+
+
+def local_cache(home) -> Path:
+    """``home`` itself when it is local; for a remote home, a local folder of its own for what
+    must be on a local disk (``$XDG_CACHE_HOME`` or ``~/.cache``, ``ingest-platform/<digest>``)."""
+    if is_local(home):
+        return root(home)
+    digest = hashlib.sha1(os.fspath(home).encode()).hexdigest()[:12]
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "ingest-platform" / digest
 
 
 def writer_lock(home) -> Path:
