@@ -64,10 +64,9 @@ def state_digest(settings: Settings) -> str:
 def record_complete(settings: Settings, run_id: str) -> Completion:
     """Called when a run completed: remember the state it left (atomically: rename)."""
     done = Completion(run_id=run_id, digest=state_digest(settings), at=datetime.now(UTC).isoformat())
-    path = marker_path(settings)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(done.__dict__))
-    os.replace(tmp, path)
+    from ingest_platform.storage import atomic_write_text
+
+    atomic_write_text(json.dumps(done.__dict__), marker_path(settings))
     return done
 
 

@@ -116,10 +116,9 @@ def record(home: str | os.PathLike, store: IndexStore, trace_id: str, doc_id: st
         at=datetime.now(UTC).isoformat(), query=trace.get("query", ""), groups=tuple(trace.get("groups") or ()),
         index_version=trace.get("index_version"), retrieved=retrieved,
     )
-    target = path(home)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "a", encoding="utf-8") as fh:  # one O_APPEND write per judgement
-        fh.write(json.dumps(item.to_json(), ensure_ascii=False) + "\n")
+    from ingest_platform.storage import append_text
+
+    append_text(path(home), json.dumps(item.to_json(), ensure_ascii=False) + "\n")  # one O_APPEND write locally
     return item
 
 
@@ -127,7 +126,7 @@ def load(home: str | os.PathLike) -> list[Feedback]:
     """Every stored judgement, oldest first (a line cut by a crash is skipped)."""
     out: list[Feedback] = []
     try:
-        fh = open(path(home), encoding="utf-8")
+        fh = path(home).open(encoding="utf-8")
     except FileNotFoundError:
         return out
     with fh:

@@ -58,6 +58,10 @@ class MaintenanceReport:
 
 def disk_usage(path: Path) -> int:
     """Bytes of every file under ``path`` (0 when it does not exist)."""
+    from ingest_platform.storage import is_remote
+
+    if is_remote(path):
+        return int(path.fs.du(path.path)) if path.exists() else 0
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
@@ -135,7 +139,10 @@ def _version_records(settings: Settings, report: MaintenanceReport) -> None:
         if path.name[1:].isdigit() and int(path.name[1:]) not in existing:
             for record in path.glob("*.json"):
                 record.unlink()
-            path.rmdir()
+            try:
+                path.rmdir()
+            except OSError:  # object storage has no folders to remove
+                pass
             report.version_records_removed += 1
     for path in state.eval_report(settings.state, 0).parent.glob("v*.json"):
         if path.stem[1:].isdigit() and int(path.stem[1:]) not in existing:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ingest_platform import faults, state
 from ingest_platform import manifest as mf
@@ -31,7 +30,8 @@ from ingest_platform.progress import Progress
 from ingest_platform.schemas import CHUNKS, ELEMENTS, ENRICHED, MANIFEST, conform
 from ingest_platform.shards import ShardedTable, shard_of, split_by_shard
 from ingest_platform.sources import RECORD_FORMAT, make_source
-from ingest_platform.storage import SegmentStore, append_text, atomic_write_parquet, atomic_write_text, read_parquet
+from ingest_platform.storage import (SegmentStore, append_text, atomic_write_parquet, atomic_write_text, fingerprint,
+                                     read_parquet, read_table)
 
 log = logging.getLogger(__name__)
 
@@ -422,7 +422,7 @@ def _live_by_shard(settings: Settings) -> dict[str, pa.Table]:
 
 
 def _summed(parts: list[StageSummary], table: ShardedTable, started: float) -> StageSummary:
-    rows = sum(pq.ParquetFile(table.path(sh)).metadata.num_rows for sh in table.written())
+    rows = sum(table.rows(sh) for sh in table.written())
     return StageSummary(sum(p.documents for p in parts), sum(p.kept for p in parts), sum(p.dropped for p in parts),
                         rows, time.perf_counter() - started)
 
@@ -621,7 +621,7 @@ def finalize_corpus(settings: Settings, *, force: bool = False):
     sig_path = state.minhash(settings.state)
     signatures = {}
     if sig_path.exists():
-        cached = pq.read_table(sig_path).to_pydict()
+        cached = read_table(sig_path).to_pydict()
         signatures = {k: (None if v is None else np.asarray(v, dtype=np.uint64))
                       for k, v in zip(cached["key"], cached["hashvalues"])}
     shards = enriched.written()
@@ -648,10 +648,7 @@ def finalize_corpus(settings: Settings, *, force: bool = False):
 
 def _listing_digest(table: ShardedTable) -> str:
     """What the enriched shards are now: names, sizes and modification times."""
-    entries = []
-    for shard in table.written():
-        st = table.path(shard).stat()
-        entries.append(f"{shard}:{st.st_size}:{st.st_mtime_ns}")
+    entries = [f"{shard}:{fingerprint(table.path(shard))}" for shard in table.written()]
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
 
 

@@ -87,6 +87,7 @@ def judge(settings: Settings, version: int) -> dict[str, bool]:
     if settings.eval.golden_file:
         candidate, production = evaluation.evaluate_candidate_and_production(settings)
         evaluation.save_reports(settings, candidate, production)
+        evaluation.record_history(settings, [r for r in (candidate, production) if r is not None])
         verdict = evaluation.compare(candidate, production, evaluation.floors(settings), settings.eval.max_regression)
         gates.record(settings.state, version, EVAL_GATE, verdict.passed, {"reasons": "; ".join(verdict.reasons)})
         verdicts[EVAL_GATE] = verdict.passed
@@ -171,7 +172,7 @@ def hold_deletions(settings: Settings, source: str, before: int, gone: list[dict
     from ingest_platform.storage import atomic_write_text
 
     path = _hold_path(settings)
-    with file_lock(path.with_suffix(".lock")):
+    with _hold_lock(path):
         data = json.loads(path.read_text()) if path.exists() else {"sources": {}, "documents": []}
         data["sources"][source] = {"documents_before": before, "documents_gone": len(gone),
                                    "at": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -182,6 +183,16 @@ def hold_deletions(settings: Settings, source: str, before: int, gone: list[dict
         atomic_write_text(json.dumps(data, indent=1), path)
     log.warning("source %r: %d of %d documents gone in one scan: deletion held until "
                 "`ingest-platform promote --confirm-deletions`", source, len(gone), before)
+
+
+def _hold_lock(path: Path):
+    """The scan that records a hold holds the home's writer lock; locally a file lock as well
+    (several sources' holds are recorded by one scan, one after another)."""
+    from contextlib import nullcontext
+
+    from ingest_platform.storage import is_remote
+
+    return nullcontext() if is_remote(path) else file_lock(path.with_suffix(".lock"))
 
 
 def release_hold(settings: Settings) -> list[str]:

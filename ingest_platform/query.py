@@ -15,6 +15,7 @@ import re
 import threading
 import time
 import unicodedata
+import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -216,13 +217,28 @@ def _require_operator(settings: Settings, ref: str | int, operator: bool) -> Non
     import getpass
 
     user = getpass.getuser()
-    try:
-        owner = os.stat(settings.state).st_uid == os.getuid()
-    except OSError:
-        owner = False
+    owner = _owns(settings)
     if not owner and user not in settings.query.operators:
         raise OperatorOnly(f"user {user!r} may not read version {ref!r}: not the owner of {settings.state} "
-                           "and not in [query] operators")
+                           "and not in [query] operators (on object storage: may not write the home)")
+
+
+def _owns(settings: Settings) -> bool:
+    """Whether this process owns the state: locally, the OS user owns the folder; on object
+    storage, where there is no owner, it may write there (serving replicas hold read-only
+    credentials), checked by writing and removing a marker object."""
+    if state.is_local(settings.home):
+        try:
+            return os.stat(settings.state).st_uid == os.getuid()
+        except OSError:
+            return False
+    marker = settings.state / f".operator-{uuid.uuid4().hex[:8]}"
+    try:
+        marker.write_text("operator check")
+        marker.unlink()
+        return True
+    except Exception:  # noqa: BLE001 - any refusal by the store means: not allowed to write
+        return False
 
 
 @dataclass

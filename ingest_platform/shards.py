@@ -22,10 +22,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ingest_platform.schemas import conform
-from ingest_platform.storage import atomic_write_parquet, atomic_write_text
+from ingest_platform.storage import atomic_write_parquet, atomic_write_text, parquet_rows, read_table
 
 LAYOUT_FILE = "_layout.json"
 
@@ -75,7 +74,7 @@ class ShardedTable:
         if not path.exists():
             empty = self.schema.empty_table()
             return empty if columns is None else empty.select(columns)
-        table = pq.read_table(path, columns=columns)
+        table = read_table(path, columns=columns)
         return conform(table, self.schema) if columns is None else table
 
     def write(self, shard: str, table: pa.Table) -> None:
@@ -101,8 +100,8 @@ class ShardedTable:
         t = self.read(shard, ["doc_id", "doc_version"])
         return dict(zip(t["doc_id"].to_pylist(), t["doc_version"].to_pylist()))
 
-    def latest_mtime_ns(self) -> int:
-        return max((p.stat().st_mtime_ns for p in self.folder.glob("*.parquet")), default=0)
+    def rows(self, shard: str) -> int:
+        return parquet_rows(self.path(shard))
 
 
 def split_by_shard(table: pa.Table, shards: int) -> dict[str, pa.Table]:

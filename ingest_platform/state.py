@@ -38,10 +38,19 @@ from pathlib import Path
 LOCK_NAME = "writer.lock"
 
 
+def _text(home) -> str:
+    """``home`` as text: a path or URI string (a ``UPath`` of a remote home is not ``PathLike``)."""
+    if getattr(home, "protocol", "") not in ("", "file", "local"):
+        return str(home)
+    return os.fspath(home)
+
+
 def root(home: str | os.PathLike) -> Path:
     """``home`` as a path object: ``Path`` for a local folder (or ``file://`` URI), ``UPath`` for
     any other fsspec URI."""
-    text = os.fspath(home)
+    if getattr(home, "protocol", "") not in ("", "file", "local"):
+        return home  # already a UPath
+    text = _text(home)
     if text.startswith("file://"):
         return Path(text[len("file://"):])
     if "://" in text:
@@ -52,7 +61,8 @@ def root(home: str | os.PathLike) -> Path:
 
 
 def is_local(home: str | os.PathLike) -> bool:
-    return "://" not in os.fspath(home) or os.fspath(home).startswith("file://")
+    text = _text(home)
+    return "://" not in text or text.startswith("file://")
 
 
 # ---- ingest -------------------------------------------------------------------------------------
@@ -210,7 +220,7 @@ def local_cache(home) -> Path:
     must be on a local disk (``$XDG_CACHE_HOME`` or ``~/.cache``, ``ingest-platform/<digest>``)."""
     if is_local(home):
         return root(home)
-    digest = hashlib.sha1(os.fspath(home).encode()).hexdigest()[:12]
+    digest = hashlib.sha1(_text(home).encode()).hexdigest()[:12]
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "ingest-platform" / digest
 

@@ -82,6 +82,24 @@ def append_text(path: Path, text: str) -> None:
         fh.write(text)
 
 
+def fingerprint(path: Path) -> str:
+    """Size and modification stamp of a file (its ETag on object storage): what changes when it is
+    rewritten."""
+    if is_remote(path):
+        info = path.fs.info(path.path)
+        return f"{info.get('size')}:{info.get('ETag') or info.get('LastModified') or info.get('mtime')}"
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def parquet_rows(path: Path) -> int:
+    fs, where = _fs(path)
+    if fs is None:
+        return pq.ParquetFile(where).metadata.num_rows
+    with fs.open(where, "rb") as fh:
+        return pq.ParquetFile(fh).metadata.num_rows
+
+
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
     fs, where = _fs(path)
     return pq.read_table(where, columns=columns, filesystem=fs)

@@ -129,7 +129,7 @@ class _RemoteWriter:
 
 
 def _remote_writer(home) -> _RemoteWriter:
-    key = os.fspath(home)
+    key = state._text(home)
     with _WRITERS_LOCK:
         if key not in _WRITERS:
             _WRITERS[key] = _RemoteWriter(home)
@@ -138,7 +138,7 @@ def _remote_writer(home) -> _RemoteWriter:
 
 def flush(home: str | os.PathLike) -> None:
     """Write out this process's buffered traces for ``home`` now (object storage only)."""
-    writer = _WRITERS.get(os.fspath(home))
+    writer = _WRITERS.get(state._text(home))
     if writer is not None:
         writer.flush()
 
@@ -175,7 +175,7 @@ def find(home: str | os.PathLike, trace_id: str) -> dict:
         raise TraceError(f"{trace_id!r} is not a trace id (expected YYYYMMDD-<20 hex digits>, "
                          "as in a search result's trace_id)")
     trace_id = trace_id.strip()
-    writer = _WRITERS.get(os.fspath(home))
+    writer = _WRITERS.get(state._text(home))
     pending = [json.loads(line) for line in writer.lines(match.group(1))] if writer is not None else []
     for record in itertools.chain(pending, *(_lines(p) for p in _day_files(home, match.group(1)))):
         if record.get("trace_id") == trace_id:
