@@ -4,7 +4,14 @@ Parsing: the same documents through ``ParserPool`` with 1 and with N worker proc
 first, so start-up is not timed); the element tables must be identical. Embedding: the same texts
 encoded with 1 and with N torch intra-op threads; the vectors must agree to float tolerance.
 
-    python -m benchmarks.parallel [--docs DIR ...] [--workers 2] [--out benchmarks/results/parallel.json]
+Shards: with ``--dagster-files DIR`` (e.g. SciFact rendered as PDFs by ``benchmarks.render``), the
+``parsed_documents`` asset materialized by Dagster's multiprocess executor from an empty state, one
+shard per step, with ``max_concurrent`` 1 and then N (one parser worker per step): the documents/s
+of each, start-up included, as a scheduled run pays it; the parse caches must hold the same
+elements.
+
+    python -m benchmarks.parallel [--docs DIR ...] [--workers 2] [--dagster-files DIR [--dagster-docs N]]
+                                  [--out benchmarks/results/parallel.json]
 """
 
 import argparse
@@ -14,6 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 SHARED = ROOT.parent / "shared" / "datasets"
 
 
@@ -34,6 +42,61 @@ def parse_round(files: list[Path], workers: int, repeat: int) -> tuple[float, di
             results = dict(pool.parse_many(jobs))
         seconds = (time.perf_counter() - started) / repeat
     return seconds, {k: (v.to_pylist() if hasattr(v, "to_pylist") else str(v)) for k, v in results.items()}
+
+
+def parse_job():
+    """``parsed_documents`` alone on the multiprocess executor (module level: steps in other
+    processes rebuild it by name). Settings come from ``INGEST_PLATFORM_CONFIG``."""
+    import dagster as dg
+
+    import definitions
+    from resources import build_resources
+
+    job = dg.define_asset_job("parse_shards", selection=dg.AssetSelection.assets(definitions.parsed_documents),
+                              executor_def=dg.multiprocess_executor)
+    return dg.Definitions(assets=definitions.ASSETS, jobs=[job], resources=build_resources(os.environ.get(
+        "INGEST_PLATFORM_CONFIG"))).resolve_job_def("parse_shards")
+
+
+def dagster_parse_round(folder: Path, work: Path, processes: int, docs: int | None) -> dict:
+    """A fresh home over ``folder`` (its first ``docs`` files), scanned, then ``parsed_documents``
+    run by Dagster with ``max_concurrent = processes``; wall time of the run and the elements."""
+    import shutil
+
+    import dagster as dg
+    from dagster._core.definitions.reconstruct import ReconstructableJob
+
+    from ingest_platform import pipeline
+    from ingest_platform.config import load_settings
+
+    home = work / f"dagster-{processes}"
+    if home.exists():
+        shutil.rmtree(home)
+    src = work / "files"
+    if not src.exists():
+        src.mkdir(parents=True)
+        for p in sorted(folder.iterdir())[:docs]:
+            (src / p.name).symlink_to(p.resolve())
+    cfg = work / f"config-{processes}.toml"
+    cfg.write_text(f'home = "{home.as_posix()}"\n[parsing]\nworkers = 1\n'
+                   f'[[sources]]\nname = "files"\npath = "{src.as_posix()}"\naccess_groups = ["public"]\n')
+    os.environ["INGEST_PLATFORM_CONFIG"] = str(cfg)
+    # The step processes import the project's top-level modules (definitions, assets, resources).
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    settings = load_settings(cfg)
+    pipeline.scan(settings)
+    (work / f"instance-{processes}").mkdir(parents=True, exist_ok=True)
+    instance = dg.DagsterInstance.local_temp(str(work / f"instance-{processes}"))
+    recon = ReconstructableJob.for_file(str(Path(__file__).resolve()), "parse_job")
+    started = time.perf_counter()
+    result = dg.execute_job(recon, instance=instance, run_config={
+        "execution": {"config": {"max_concurrent": processes}}})
+    seconds = time.perf_counter() - started
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    parsed = pipeline.parsed_store(settings).read(pipeline.parsed_store(settings).keys())
+    elements = sorted(zip(parsed["content_sha256"].to_pylist(), parsed["element_index"].to_pylist(),
+                          parsed["text"].to_pylist()))
+    return {"seconds": seconds, "documents": len(list(src.iterdir())), "elements": elements}
 
 
 def embed_round(texts: list[str], threads: int):
@@ -57,7 +120,12 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--texts", type=int, default=600)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "parallel.json")
+    ap.add_argument("--dagster-files", type=Path, help="a folder of files for the shard measurement")
+    ap.add_argument("--dagster-docs", type=int, default=1000, help="use its first N files (default 1000)")
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / ".work" / "parallel")
     args = ap.parse_args()
+    if args.dagster_files:
+        return shard_main(args)
     files = _files([d for d in args.docs if d.exists()])
 
     one_s, one = parse_round(files, 1, args.repeat)
@@ -96,6 +164,30 @@ def main() -> int:
           f"{e1/en:.2f}x | max diff {max_diff:.1e} |")
     print(f"wrote {args.out}")
     return 0 if same_parse and max_diff < 1e-4 else 1
+
+
+def shard_main(args) -> int:
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    one = dagster_parse_round(args.dagster_files.resolve(), work, 1, args.dagster_docs)
+    many = dagster_parse_round(args.dagster_files.resolve(), work, args.workers, args.dagster_docs)
+    same = one.pop("elements") == many.pop("elements")
+    n = one["documents"]
+    result = {"cpu_count": os.cpu_count(), "documents": n, "files": os.path.relpath(args.dagster_files, ROOT),
+              "dagster_multiprocess_parse": {
+                  "seconds_1_process": one["seconds"], f"seconds_{args.workers}_processes": many["seconds"],
+                  "docs_per_s_1": n / one["seconds"], f"docs_per_s_{args.workers}": n / many["seconds"],
+                  "speedup": one["seconds"] / many["seconds"], "identical_results": same}}
+    out = args.out if args.out.name != "parallel.json" else args.out.with_name("parallel-shards.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**previous, **result}, indent=2))
+    print(f"| parsed_documents, Dagster multiprocess executor ({n} files) | 1 process | {args.workers} processes | "
+          f"speedup | same elements |\n|---|---|---|---|---|")
+    print(f"| docs/s (run start-up included) | {n / one['seconds']:.1f} | {n / many['seconds']:.1f} | "
+          f"{one['seconds'] / many['seconds']:.2f}x | {same} |")
+    print(f"wrote {out}")
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

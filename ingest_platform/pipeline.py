@@ -719,6 +719,30 @@ def index_store(settings: Settings):
     return IndexStore(settings.lancedb_uri, settings.index.table, home=settings.state)
 
 
+_POOL: dict = {}
+
+
+def _process_pool(settings: Settings):
+    """One parser pool per process for ``run_all`` (notebooks, benchmarks, tests call it again and
+    again; a worker costs seconds to start), replaced when the parse settings change and stopped at
+    exit. Dagster runs never use it: their pool is a run resource (``resources.ParserPoolResource``),
+    stopped when the run's resources are torn down."""
+    import atexit
+
+    from ingest_platform.parsing import ParserPool
+
+    key = settings.parsing.model_dump_json()
+    pool = _POOL.get("pool")
+    if pool is not None and _POOL.get("key") == key:
+        return pool
+    if pool is not None:
+        pool.close()
+    else:
+        atexit.register(lambda: _POOL["pool"].close() if _POOL.get("pool") is not None else None)
+    _POOL.update(pool=ParserPool(settings.parsing), key=key)
+    return _POOL["pool"]
+
+
 def run_all(settings: Settings, *, promote: bool = True, embedder=None) -> dict:
     """Every stage in order without Dagster (benchmarks, notebooks). Returns per-stage summaries.
 
@@ -734,7 +758,7 @@ def run_all(settings: Settings, *, promote: bool = True, embedder=None) -> dict:
     with writer_lock(settings.home, what="run_all"):
         for name, fn in (("scan", lambda: scan(settings)),
                          ("revoke", lambda: promotion.apply_revocations(settings, why="run_all fast path")),
-                         ("parse", lambda: parse(settings)),
+                         ("parse", lambda: parse(settings, pool=lambda: _process_pool(settings))),
                          ("chunk", lambda: chunk(settings)), ("enrich", lambda: enrich(settings)),
                          ("embed", lambda: embed(settings, embedder)), ("index", lambda: build_index(settings, embedder))):
             t = time.perf_counter()

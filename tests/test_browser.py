@@ -22,6 +22,7 @@ ui = sys.modules.setdefault("screenshot_ui", importlib.util.module_from_spec(spe
 spec.loader.exec_module(ui)
 
 pytestmark = [
+    pytest.mark.ui,
     pytest.mark.skipif(ui.chromium_path() is None,
                        reason="no chromium on PATH: `apt-get install chromium` (scripts/setup.sh does)"),
     pytest.mark.skipif(importlib.util.find_spec("playwright") is None,

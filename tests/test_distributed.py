@@ -23,6 +23,8 @@ from ingest_platform.pipeline import index_store
 
 from .conftest import REPO, make_corpus, write_config
 
+pytestmark = pytest.mark.distributed  # a named step of .ci/run, not the default suite
+
 CELERY = os.path.join(os.path.dirname(sys.executable), "celery")
 
 

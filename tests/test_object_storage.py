@@ -23,6 +23,8 @@ from ingest_platform.query import Retriever
 
 from .conftest import REPO, SMALL_CORPUS, make_corpus, write
 
+pytestmark = pytest.mark.object_storage  # a named step of .ci/run, not the default suite
+
 pytest.importorskip("moto", reason="moto[server] is a dev dependency (scripts/setup.sh installs it)")
 pytest.importorskip("s3fs", reason="s3fs is in the scale extra (scripts/setup.sh installs it)")
 

@@ -256,7 +256,8 @@ def test_definitions_wire_jobs_schedule_and_blocking():
     assert "index_eval" in node_names and not any("freshness" in n or "scan_age" in n for n in node_names)
     assert {n.name for n in fresh_job.nodes} and not {"document_manifest", "candidate_index"} & {n.name for n in fresh_job.nodes}
     assert {s.name: s.job_name for s in repo.schedule_defs} == {"freshness_schedule": "freshness_job", "hourly_reindex": "index_job",
-                                                               "daily_review": "production_loop_job"}
+                                                               "daily_review": "production_loop_job",
+                                                               "daily_maintenance": "maintenance_job"}
     specs = {spec.name: spec for c in definitions.CHECKS for spec in c.check_specs}
     assert specs["eval_gate"].blocking and specs["embeddings_quality"].blocking
     assert specs["manifest_quality"].asset_key.to_user_string() == "parsed_documents"

@@ -14,6 +14,8 @@ import pytest
 
 from .conftest import REPO, make_corpus, write_config
 
+pytestmark = pytest.mark.ui  # a named step of .ci/run, not the default suite
+
 
 
 def free_port() -> int:
