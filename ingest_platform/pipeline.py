@@ -722,7 +722,7 @@ def index_store(settings: Settings):
 _POOL: dict = {}
 
 
-def _process_pool(settings: Settings):
+def process_pool(settings: Settings):
     """One parser pool per process for ``run_all`` (notebooks, benchmarks, tests call it again and
     again; a worker costs seconds to start), replaced when the parse settings change and stopped at
     exit. Dagster runs never use it: their pool is a run resource (``resources.ParserPoolResource``),
@@ -753,17 +753,14 @@ def run_all(settings: Settings, *, promote: bool = True, embedder=None) -> dict:
     from ingest_platform import promotion
     from ingest_platform.errors import PromotionRefused
     from ingest_platform.locking import writer_lock
+    from ingest_platform.stages import STAGES
 
     out: dict = {}
     with writer_lock(settings.home, what="run_all"):
-        for name, fn in (("scan", lambda: scan(settings)),
-                         ("revoke", lambda: promotion.apply_revocations(settings, why="run_all fast path")),
-                         ("parse", lambda: parse(settings, pool=lambda: _process_pool(settings))),
-                         ("chunk", lambda: chunk(settings)), ("enrich", lambda: enrich(settings)),
-                         ("embed", lambda: embed(settings, embedder)), ("index", lambda: build_index(settings, embedder))):
+        for stage in STAGES:
             t = time.perf_counter()
-            result = fn()
-            out[name] = {**(asdict(result) if result is not None else {}), "wall_s": time.perf_counter() - t}
+            result = stage.run(settings, embedder)
+            out[stage.name] = {**(asdict(result) if result is not None else {}), "wall_s": time.perf_counter() - t}
         t = time.perf_counter()
         tags = index_store(settings).tags()
         if promote and tags.get("candidate") != tags.get("production"):

@@ -178,3 +178,26 @@ def test_promotion_refuses_versions_without_passing_gates(tmp_path):
     gates.record(s.state, v, "eval_gate", False)
     with pytest.raises(gates.GateError, match="failed: eval_gate"):
         promotion.promote(s, v, why="failed eval")
+
+
+def test_the_asset_chain_follows_the_one_list_of_stages():
+    """``ingest_platform.stages`` is the order run_all runs; the asset graph must agree with it:
+    no stage's asset depends on a later stage's, and every one depends on the scan."""
+    from ingest_platform.stages import STAGES
+
+    graph = definitions.defs.get_repository_def().asset_graph
+
+    def ancestors(key: dg.AssetKey) -> set[dg.AssetKey]:
+        out, todo = set(), [key]
+        while todo:
+            for parent in graph.get(todo.pop()).parent_keys:
+                if parent not in out:
+                    out.add(parent)
+                    todo.append(parent)
+        return out
+
+    keys = [dg.AssetKey(stage.asset) for stage in STAGES]
+    for i, key in enumerate(keys):
+        assert not ancestors(key) & set(keys[i + 1:]), key
+        if i:
+            assert keys[0] in ancestors(key), key
