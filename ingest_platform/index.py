@@ -435,7 +435,7 @@ def optimize(table, older_than: timedelta | None, *, delete_unverified: bool = F
     oldest = min(v["timestamp"] for v in table.list_versions() if v["version"] in tagged)
     # lancedb reports naive local times. The margin covers the time until the prune takes its own
     # "now" (compaction runs first; here it has just run, so it is quick).
-    for margin in (timedelta(seconds=5), timedelta(minutes=10)):
+    for margin in (timedelta(seconds=0.5), timedelta(seconds=5), timedelta(minutes=10)):
         try:
             table.optimize(cleanup_older_than=max(older_than, datetime.now() - oldest + margin),
                            delete_unverified=delete_unverified)

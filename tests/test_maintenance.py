@@ -4,6 +4,7 @@ are gone, old traces) and never what serving or rollback needs."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from ingest_platform import pipeline, promotion, state
@@ -20,6 +21,7 @@ def test_maintenance_frees_what_nothing_needs_and_keeps_what_serving_and_rollbac
                       monitoring={"trace_retention_days": 7})
     pipeline.run_all(s)
     for i in range(4):  # four promotions, each with a changed and a removed document
+        time.sleep(1.0)  # versions a second apart: what is older than the oldest kept tag can go
         write(root, "policies/refund.md", SMALL_CORPUS["policies/refund.md"].replace("30 days", f"{31 + i} days"))
         write(root, f"notes/note-{i}.md", f"# Note {i}\n\nThe depot in town {i} opens at {8 + i} o'clock.\n")
         if i:
