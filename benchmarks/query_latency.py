@@ -110,7 +110,7 @@ def synthetic_index(home: Path, chunks: int, corpus: Path, seed: int = 3):
     flat = pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel(), pa.float32()), 384)
     model = get_embedder(settings.embedding.model, settings.embedding.device, settings.embedding.batch_size)
 
-    def vectors_for(hashes):
+    def vectors_for(hashes, shard=None):
         return flat  # rows are passed in their original order on a first build
 
     store.sync(table, vectors_for, dim=384, model_id=model.model_id, model_spec=settings.embedding.model,

@@ -118,26 +118,15 @@ def finalize_shards(
     """``finalize`` over a corpus held in shards, one shard in memory at a time.
 
     Three passes: the lines of every shard are counted (which are boilerplate is a corpus-wide
-    fact); each shard is stripped and its documents' MinHash signatures taken (kept: 8 bytes a
+    fact); each shard is stripped and its documents' MinHash signatures taken (kept: 4 bytes a
     permutation a document) and near-duplicate groups are found over all of them; then each shard
     is stripped again, linked and handed to ``write(shard, table)``.
     """
     report = CorpusReport()
-    docs_by_line: dict[str, set[str]] = defaultdict(set)
-    for shard in shards:
-        t = _live(read(shard, ["doc_id", "text", "quarantined"]))
-        for d, text in zip(t["doc_id"].to_pylist(), t["text"].to_pylist()):
-            for line in (text or "").split("\n"):
-                n = _norm(line)
-                if len(n) >= settings.boilerplate_min_chars:
-                    docs_by_line[n].add(d)
-    boiler = {n: min(ds) for n, ds in docs_by_line.items() if len(ds) >= settings.boilerplate_min_docs}
+    boiler, line_docs = _boilerplate(read, shards, settings)
     report.boilerplate_lines = len(boiler)
-    report.boilerplate_examples = [
-        {"line": n[:120], "documents": len(docs_by_line[n])}
-        for n in sorted(boiler, key=lambda n: (-len(docs_by_line[n]), n))[:10]
-    ]
-    del docs_by_line
+    top = sorted(boiler, key=lambda h: (-line_docs[h], boiler[h], h))[:10]
+    examples: dict[int, str | None] = {h: None for h in top}  # filled with the lines' text below
 
     fresh: dict[str, np.ndarray | None] = {}
     by_doc: dict[str, np.ndarray] = {}
@@ -146,9 +135,11 @@ def finalize_shards(
         table = _live(read(shard, ["doc_id", "chunk_index", "text", "quarantined", "metadata_json", "modified_at",
                                    "created_at"]))
         doc_ids = table["doc_id"].to_pylist()
-        new_texts, keep, _ = _strip(doc_ids, table["text"].to_pylist(), boiler, settings, None)
+        new_texts, keep, _ = _strip(doc_ids, table["text"].to_pylist(), boiler, settings, None,
+                                    examples if None in examples.values() else None)
         by_doc.update(_signatures(table, doc_ids, new_texts, keep, settings, signatures, fresh))
         dates.update(_doc_dates(table))
+    report.boilerplate_examples = [{"line": (examples[h] or "")[:120], "documents": line_docs[h]} for h in top]
     if signatures is not None:  # what the next run can reuse: this corpus's signatures, nothing older
         signatures.clear()
         signatures.update(fresh)
@@ -177,7 +168,7 @@ def _live(table: pa.Table) -> pa.Table:
     return table.filter(pc.invert(pc.fill_null(table["quarantined"], False)))
 
 
-def _apply(table: pa.Table, boiler: dict[str, str], dup_group: dict[str, str], superseded: dict[str, str],
+def _apply(table: pa.Table, boiler: dict[int, str], dup_group: dict[str, str], superseded: dict[str, str],
            settings: GuardrailSettings, count_tokens, report: CorpusReport) -> pa.Table:
     """One shard's indexable chunks: boilerplate stripped, near-duplicate and superseded links set,
     and a ``doc_version`` suffix digesting what changed (so the index rewrites exactly those)."""
@@ -222,15 +213,63 @@ def _norm(line: str) -> str:
     return " ".join(line.split()).casefold()
 
 
+def _line_key(normalised: str) -> int:
+    """A 64-bit key of a normalised line: the corpus-wide count holds keys, never the lines."""
+    return int.from_bytes(hashlib.blake2b(normalised.encode(), digest_size=8).digest(), "little")
+
+
+def _boilerplate(read: Reader, shards: Sequence[str], s: GuardrailSettings) -> tuple[dict[int, str], dict[int, int]]:
+    """Boilerplate lines over every shard, one shard in memory at a time: line key -> the document
+    that keeps it (the first by id), and line key -> how many documents have it.
+
+    Why keys and numpy rather than a dict of lines: the lines of a corpus are most of its text (a
+    records corpus has one line per chunk), so counting them as strings held a second copy of the
+    corpus in memory. Here it is 12 bytes a (line, document) pair."""
+    keys: list[np.ndarray] = []
+    owners: list[np.ndarray] = []
+    names: list[str] = []
+    for shard in shards:
+        t = _live(read(shard, ["doc_id", "text", "quarantined"]))
+        per_doc: dict[str, set[int]] = defaultdict(set)
+        for d, text in zip(t["doc_id"].to_pylist(), t["text"].to_pylist()):
+            for line in (text or "").split("\n"):
+                n = _norm(line)
+                if len(n) >= s.boilerplate_min_chars:
+                    per_doc[d].add(_line_key(n))
+        for d, ks in per_doc.items():
+            keys.append(np.fromiter(ks, dtype=np.uint64, count=len(ks)))
+            owners.append(np.full(len(ks), len(names), dtype=np.int32))
+            names.append(d)
+    if not keys:
+        return {}, {}
+    k, o = np.concatenate(keys), np.concatenate(owners)
+    del keys, owners
+    uniq, counts = np.unique(k, return_counts=True)
+    often = counts >= s.boilerplate_min_docs
+    frequent = uniq[often]
+    if not len(frequent):
+        return {}, {}
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[np.argsort(np.array(names, dtype=object))] = np.arange(len(names))
+    mask = np.isin(k, frequent)
+    k, o = k[mask], o[mask]
+    order = np.lexsort((rank[o], k))  # by key, then by document id
+    k, o = k[order], o[order]
+    first = np.concatenate(([True], k[1:] != k[:-1]))
+    return ({int(key): names[i] for key, i in zip(k[first], o[first])},
+            dict(zip(frequent.tolist(), counts[often].tolist())))
+
+
 def _strip(
-    doc_ids: list[str], texts: list[str | None], boiler: dict[str, str], s: GuardrailSettings,
-    report: CorpusReport | None,
+    doc_ids: list[str], texts: list[str | None], boiler: dict[int, str], s: GuardrailSettings,
+    report: CorpusReport | None, examples: dict[int, str] | None = None,
 ) -> tuple[list[str], list[bool], dict[str, str]]:
-    """New texts without the boilerplate lines (``boiler``: line -> the document that keeps it),
-    which chunks to keep, and per document a digest of what was removed from it."""
+    """New texts without the boilerplate lines (``boiler``: line key -> the document that keeps it),
+    which chunks to keep, and per document a digest of what was removed from it. ``examples``
+    (line key -> None) gets the text of the lines it asks for."""
     new_texts = [t or "" for t in texts]
     keep = [True] * len(texts)
-    if not boiler or s.boilerplate == "keep":
+    if not boiler or s.boilerplate == "keep" and examples is None:
         return new_texts, keep, {}
     removed: dict[str, set[str]] = defaultdict(set)
     for i, (d, text) in enumerate(zip(doc_ids, new_texts)):
@@ -238,8 +277,11 @@ def _strip(
         kept = []
         for line in lines:
             n = _norm(line)
-            owner = boiler.get(n)
-            if owner is not None and not (s.boilerplate == "keep_once" and owner == d):
+            key = _line_key(n) if len(n) >= s.boilerplate_min_chars else None
+            owner = boiler.get(key) if key is not None else None
+            if owner is not None and examples is not None and key in examples and examples[key] is None:
+                examples[key] = n
+            if owner is not None and s.boilerplate != "keep" and not (s.boilerplate == "keep_once" and owner == d):
                 removed[d].add(n)
                 if report is not None:
                     report.boilerplate_removed += 1
@@ -333,38 +375,46 @@ def _signatures(
 
 def _groups(signatures: dict[str, np.ndarray], dates: dict[str, datetime],
             s: GuardrailSettings) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Groups (root -> doc ids, representative first) and superseded (old -> newest)."""
-    from datasketch import MinHash, MinHashLSH
+    """Groups (root -> doc ids, representative first) and superseded (old -> newest).
+
+    LSH banding with datasketch's own parameters (``_optimal_param``), weighted toward recall: with
+    even weights a pair at Jaccard 0.8 became a candidate only 87% of the time (0.998 with these);
+    every candidate is checked against the MinHash estimate, so extra candidates cost a comparison,
+    not a false link. The bands are bucketed with numpy over one signature matrix rather than in
+    ``MinHashLSH``, whose per-band Python sets took about 7 KB a document (350 MB for 50,000)."""
+    from datasketch.lsh import _optimal_param
 
     if len(signatures) < 2:
         return {}, {}
-    template = _template(s)
-    by_doc = {d: MinHash(num_perm=s.minhash_permutations, seed=1, hashvalues=v, permutations=template.permutations,
-                         scheme=template.scheme) for d, v in sorted(signatures.items())}
-    # Weighted toward recall: with datasketch's even weights a pair at Jaccard 0.8 became an LSH
-    # candidate only 87% of the time (0.998 with these); candidates are checked against the
-    # estimate below, so the extra candidates cost a comparison, not a false link.
-    lsh = MinHashLSH(threshold=s.near_duplicate_threshold, num_perm=s.minhash_permutations, weights=(0.1, 0.9))
-    for d, m in by_doc.items():
-        lsh.insert(d, m)
-    parent = {d: d for d in by_doc}
+    docs = sorted(signatures)
+    sig = np.stack([np.asarray(signatures[d], dtype=np.uint32) for d in docs])
+    bands, rows = _optimal_param(s.near_duplicate_threshold, s.minhash_permutations, 0.1, 0.9)
+    parent = list(range(len(docs)))
 
-    def find(d: str) -> str:
-        while parent[d] != d:
-            parent[d] = parent[parent[d]]
-            d = parent[d]
-        return d
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
 
-    for d, m in by_doc.items():
-        for other in lsh.query(m):
-            # LSH candidates are probable; the estimate itself must reach the threshold.
-            if other != d and m.jaccard(by_doc[other]) >= s.near_duplicate_threshold:
-                a, b = find(d), find(other)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
+    for band in range(bands):
+        key = np.zeros(len(docs), dtype=np.uint64)
+        for j in range(band * rows, (band + 1) * rows):
+            key = key * np.uint64(1_000_003) + sig[:, j].astype(np.uint64)
+        order = np.argsort(key, kind="stable")
+        ordered = key[order]
+        starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+        ends = np.append(starts[1:], len(order))
+        for a, b in zip(starts[ends - starts > 1], ends[ends - starts > 1]):
+            members = order[a:b].tolist()
+            for x, i in enumerate(members):
+                for j in members[x + 1:]:
+                    if find(i) != find(j) and np.count_nonzero(sig[i] == sig[j]) / sig.shape[1] >= s.near_duplicate_threshold:
+                        ri, rj = find(i), find(j)
+                        parent[max(ri, rj)] = min(ri, rj)
     members: dict[str, list[str]] = defaultdict(list)
-    for d in by_doc:
-        members[find(d)].append(d)
+    for i, d in enumerate(docs):
+        members[docs[find(i)]].append(d)
     groups, superseded = {}, {}
     for root, ds in members.items():
         if len(ds) < 2:

@@ -119,17 +119,21 @@ class EmbeddingCache:
     def keys(self) -> set[str]:
         return self.store.keys()
 
-    def add(self, hashes: list[str], vectors: np.ndarray) -> None:
+    def add(self, hashes: list[str], vectors: np.ndarray, shard: str | None = None) -> None:
+        """Cache ``vectors`` under ``hashes``, in a segment tagged with the ``shard`` they were
+        embedded for (the index sync of that shard reads its own segments first)."""
         flat = pa.array(vectors.astype(np.float32).ravel(), pa.float32())
         self.store.append(
             pa.table({"text_sha256": pa.array(hashes, pa.string()),
-                      "vector": pa.FixedSizeListArray.from_arrays(flat, self.dim)})
+                      "vector": pa.FixedSizeListArray.from_arrays(flat, self.dim)}), tag=shard,
         )
 
-    def vectors_for(self, hashes: pa.Array | list[str]) -> pa.Array:
+    def vectors_for(self, hashes: pa.Array | pa.ChunkedArray | list[str], shard: str | None = None) -> pa.Array:
         """Vectors aligned with ``hashes``; every hash must be cached (``KeyError`` otherwise)."""
+        if isinstance(hashes, pa.ChunkedArray):
+            hashes = hashes.combine_chunks()
         hashes = pa.array(hashes, pa.string()) if not isinstance(hashes, pa.Array) else hashes
-        found = self.store.read(pc.unique(hashes).to_pylist())
+        found = self.store.read(pc.unique(hashes).to_pylist(), tag=shard)
         # Duplicate segments (a compaction killed midway) hold identical vectors: keep the first.
         keys = found.column("text_sha256")
         first = pc.index_in(pc.unique(keys), keys)
@@ -163,22 +167,22 @@ class EmbedStats:
 
 
 def embed_missing(
-    texts: pa.Table | Iterable[pa.Table], embedder: Embedder, cache: EmbeddingCache,
+    texts: pa.Table | Iterable[tuple[str | None, pa.Table]], embedder: Embedder, cache: EmbeddingCache,
     progress: Callable[[int], None] | None = None,
 ) -> EmbedStats:
     """Embed the texts (columns ``text``, ``text_sha256``) the cache lacks.
 
-    ``texts`` is one table or a re-iterable of tables (the shards): they are read twice, once for
+    ``texts`` is one table or a re-iterable of (shard, table) pairs: they are read twice, once for
     the hashes (how much is left, for the progress line) and once for the texts, one table at a
     time, so memory holds one shard's texts, not the corpus's. Longest first within each, so
-    batches hold similar lengths; saved every ``SAVE_EVERY`` texts, so a killed run keeps what it
-    embedded."""
-    tables = [texts] if isinstance(texts, pa.Table) else texts
+    batches hold similar lengths; saved every ``SAVE_EVERY`` texts, tagged with their shard, so a
+    killed run keeps what it embedded."""
+    tables = [(None, texts)] if isinstance(texts, pa.Table) else texts
     if iter(tables) is tables:  # a one-shot iterator cannot be read twice
         tables = list(tables)
     known = cache.keys()
     chunks, unique, missing = 0, set(), set()
-    for t in tables:
+    for _, t in tables:
         hashes = t.column("text_sha256").to_pylist()
         chunks += len(hashes)
         unique.update(hashes)
@@ -186,7 +190,7 @@ def embed_missing(
     started = time.perf_counter()
     report = Progress("embedding", len(missing), progress, unit="chunk")
     embedded: set[str] = set()
-    for t in tables:
+    for shard, t in tables:
         todo: dict[str, str] = {}
         for h, text in zip(t.column("text_sha256").to_pylist(), t.column("text").to_pylist()):
             if h in missing and h not in embedded:
@@ -196,7 +200,7 @@ def embed_missing(
             part = order[start : start + SAVE_EVERY]
             vectors = embedder.encode([todo[h] for h in part], progress=report)
             faults.point("embed:before_save")
-            cache.add(part, vectors)
+            cache.add(part, vectors, shard)
         embedded.update(order)
     report.close()
     seconds = time.perf_counter() - started

@@ -93,8 +93,9 @@ class ChunkSource(Protocol):
     def doc_versions(self) -> dict[str, str]:
         """doc id -> doc_version of every document to index."""
 
-    def rows(self, docs: set[str] | None = None, columns: list[str] | None = None) -> Iterator[pa.Table]:
-        """The chunks of ``docs`` (all when None), a table at a time; ``columns`` to read fewer."""
+    def rows(self, docs: set[str] | None = None, columns: list[str] | None = None) -> Iterator[tuple[str | None, pa.Table]]:
+        """The chunks of ``docs`` (all when None), a table at a time with its shard key (None when
+        the source has no shards); ``columns`` to read fewer."""
 
 
 class TableSource:
@@ -106,10 +107,10 @@ class TableSource:
     def doc_versions(self) -> dict[str, str]:
         return dict(zip(self.table.column("doc_id").to_pylist(), self.table.column("doc_version").to_pylist()))
 
-    def rows(self, docs: set[str] | None = None, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    def rows(self, docs: set[str] | None = None, columns: list[str] | None = None) -> Iterator[tuple[str | None, pa.Table]]:
         t = self.table if docs is None else self.table.filter(pc.is_in(self.table["doc_id"], pa.array(sorted(docs), pa.string())))
         if t.num_rows:
-            yield t if columns is None else t.select(columns)
+            yield None, (t if columns is None else t.select(columns))
 
 
 class IndexStore:
@@ -176,8 +177,8 @@ class IndexStore:
         vector_index_min_rows: int = 100_000,
         retention: timedelta | None = None,
     ) -> SyncResult:
-        """Make the table hold exactly ``enriched`` (with vectors from ``vectors_for(hashes)``), in
-        one commit. ``enriched`` is a table or a ``ChunkSource`` (the indexable shards): rows are
+        """Make the table hold exactly ``enriched`` (with vectors from ``vectors_for(hashes, shard)``),
+        in one commit. ``enriched`` is a table or a ``ChunkSource`` (the indexable shards): rows are
         streamed into LanceDB one source table at a time, so memory holds a shard, not the corpus."""
         started = time.perf_counter()
         source = enriched if isinstance(enriched, ChunkSource) else TableSource(enriched)
@@ -200,8 +201,8 @@ class IndexStore:
         docs = None if rebuild else set(upsert)
 
         def batches():
-            for part in source.rows(docs):
-                yield from _with_vectors(part, vectors_for(part.column("text_sha256")), schema).to_batches()
+            for shard, part in source.rows(docs):
+                yield from _with_vectors(part, vectors_for(part.column("text_sha256"), shard), schema).to_batches()
 
         rows = pa.RecordBatchReader.from_batches(schema, batches())
         if rebuild:
@@ -211,7 +212,7 @@ class IndexStore:
             inserted, updated, deleted = table.count_rows(), 0, 0
         else:
             table = self.open()
-            new_ids = {c for part in source.rows(docs, ["chunk_id"]) for c in part.column("chunk_id").to_pylist()}
+            new_ids = {c for _, part in source.rows(docs, ["chunk_id"]) for c in part.column("chunk_id").to_pylist()}
             inserted, updated, deleted = self._merge(table, rows, new_ids, upsert, delete)
         faults.point("index:written")
         self._ensure_indexes(table, vector_index_min_rows)

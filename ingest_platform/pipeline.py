@@ -10,10 +10,10 @@ Dagster assets, the CLI and the benchmarks all call these same functions.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -269,17 +269,23 @@ def parse_shards(settings: Settings, shards: list[str] | None = None, *, progres
             todo.setdefault(h, r)
     if todo:
         own = pool is None
-        if callable(pool) and not isinstance(pool, ParserPool):
-            pool = pool()  # a pool shared by the run's shard steps, started when first needed
-        # A worker costs seconds to start (it imports unstructured): a second one pays off only
-        # for a batch of some size.
-        workers = max(1, min(settings.parsing.workers, len(todo) // PARSE_DOCS_PER_EXTRA_WORKER))
-        pool = pool or ParserPool(settings.parsing.model_copy(update={"workers": workers}))
+
+        def parse_files(jobs, ps):  # the pool is started only when there are files to parse
+            nonlocal pool
+            if callable(pool) and not isinstance(pool, ParserPool):
+                pool = pool()  # a pool shared by the run's shard steps
+            if pool is None:
+                # A worker costs seconds to start (it imports unstructured): a second one pays off
+                # only for a batch of some size.
+                workers = max(1, min(settings.parsing.workers, len(todo) // PARSE_DOCS_PER_EXTRA_WORKER))
+                pool = ParserPool(settings.parsing.model_copy(update={"workers": workers}))
+            return parse_many(jobs, ps, pool=pool)
+
         try:
             result.transient = _parse_todo(settings, todo, fp, elements, failures, result, progress, ParseError,
-                                           lambda jobs, ps: parse_many(jobs, ps, pool=pool))
+                                           parse_files)
         finally:
-            if own:
+            if own and isinstance(pool, ParserPool):
                 pool.close()
     result.tried = [r["doc_id"] for r in rows if r["content_sha256"] in todo]
     result.seconds = time.perf_counter() - started
@@ -329,61 +335,97 @@ def _live_rows(manifest: pa.Table) -> list[dict]:
 
 def _parse_todo(settings, todo, fp, elements, failures, summary: ShardParse, progress, ParseError,
                 parse_many) -> dict[str, str]:
-    """Read and parse ``todo`` (content hash -> manifest row); returns doc_id -> transient reason."""
+    """Read and parse ``todo`` (content hash -> manifest row); returns doc_id -> transient reason.
+
+    Streams: each source is listed once, a document is read only when a parser is ready for it
+    (``parse_many`` keeps a bounded window in flight) and a record is parsed in place, so memory
+    holds a window of documents and one batch of elements per shard, never the corpus. Elements
+    are written in segments tagged with their document's shard, which is what the chunk step of
+    that shard reads."""
     configs = {c.name: c for c in settings.sources}
     wanted = {r["doc_id"]: h for h, r in todo.items()}
-    items = {}
-    for name in {r["source"] for r in todo.values()}:
-        if name not in configs:
-            continue
-        try:  # one source that cannot be listed now must not stop the others
-            items.update({i.doc_id: i for i in make_source(configs[name], settings.default_access_groups).scan()
-                          if i.doc_id in wanted})
-        except (OSError, ValueError, ImportError) as exc:
-            log.warning("source %r unavailable while parsing: %s", name, exc)
     transient: dict[str, str] = {}
-    batch: list[pa.Table] = []
+    batches: dict[str, list[pa.Table]] = defaultdict(list)
     fail_rows: list[dict] = []
-    jobs, ready = [], []
     report = Progress("parsing", len(wanted), progress, unit="doc")
     limit = settings.parsing.max_file_bytes
-    for doc_id, h in wanted.items():
-        row, item = todo[h], items.get(doc_id)
-        if item is None or item.read is None:
-            transient[doc_id] = "vanished: deleted or renamed between scan and parse"
-            continue
-        if row["size"] > limit:  # records too: one huge record once made 12,510 chunks
-            what = "record" if row["format"] == RECORD_FORMAT else "file"
-            fail_rows.append({"cache_key": f"{h}:{fp}", "reason": f"{what} exceeds max_file_bytes ({row['size']} > {limit})"})
-            continue
-        try:
-            data = item.read()
-        except OSError as exc:
-            transient[doc_id] = f"unreadable: {type(exc).__name__}: {exc.strerror or exc}"
-            continue
-        if hashlib.sha256(data).hexdigest() != h:
-            transient[doc_id] = "changed between scan and parse: the next run picks up the new content"
-            continue
-        if row["format"] == RECORD_FORMAT:  # records need no parser process
-            table = record_elements(data)
-            ready.append((h, table if table.num_rows else ParseError("empty record: no title or text")))
-            continue
-        jobs.append((h, data, row["relpath"].rsplit("/", 1)[-1], row["format"]))
-    for key, result in itertools.chain(ready, parse_many(jobs, settings.parsing) if jobs else ()):
+    seen: set[str] = set()
+    shard_of_hash: dict[str, str] = {}
+
+    buffered = 0
+
+    def done(key: str, result) -> None:
+        nonlocal buffered
         if isinstance(result, ParseError):
             fail_rows.append({"cache_key": f"{key}:{fp}", "reason": result.reason})
         else:
+            shard = shard_of_hash[key]
+            batch = batches[shard]
             batch.append(_tag(result, key))
+            if len(batch) >= 64:  # a small table costs kilobytes of its own: fold them as they come
+                batches[shard] = [pa.concat_tables(batch).combine_chunks()]
             summary.parsed += 1
             summary.elements += result.num_rows
+            buffered += result.num_rows
+            if buffered > 100_000:
+                flush()
         report(1)
         faults.point("parse:document")
-        if sum(t.num_rows for t in batch) > 50_000:
-            elements.append(pa.concat_tables(batch))
-            batch = []
+
+    def flush() -> None:
+        nonlocal buffered
+        for shard, batch in sorted(batches.items()):
+            elements.append(pa.concat_tables(batch), tag=shard)
+        batches.clear()
+        buffered = 0
+
+    def jobs():
+        for name in sorted({r["source"] for r in todo.values()}):
+            if name not in configs:
+                continue
+            try:  # one source that cannot be listed now must not stop the others
+                for item in make_source(configs[name], settings.default_access_groups).scan():
+                    h = wanted.get(item.doc_id)
+                    if h is None or item.doc_id in seen:
+                        continue
+                    seen.add(item.doc_id)
+                    row = todo[h]
+                    if item.read is None:
+                        transient[item.doc_id] = "vanished: deleted or renamed between scan and parse"
+                        continue
+                    if row["size"] > limit:  # records too: one huge record once made 12,510 chunks
+                        what = "record" if row["format"] == RECORD_FORMAT else "file"
+                        fail_rows.append({"cache_key": f"{h}:{fp}",
+                                          "reason": f"{what} exceeds max_file_bytes ({row['size']} > {limit})"})
+                        continue
+                    try:
+                        data = item.read()
+                    except OSError as exc:
+                        transient[item.doc_id] = f"unreadable: {type(exc).__name__}: {exc.strerror or exc}"
+                        continue
+                    if hashlib.sha256(data).hexdigest() != h:
+                        transient[item.doc_id] = "changed between scan and parse: the next run picks up the new content"
+                        continue
+                    shard_of_hash[h] = shard_of(item.doc_id, settings.scale.shards)
+                    if row["format"] == RECORD_FORMAT:  # records need no parser process
+                        table = record_elements(data)
+                        done(h, table if table.num_rows else ParseError("empty record: no title or text"))
+                        continue
+                    yield h, data, row["relpath"].rsplit("/", 1)[-1], row["format"]
+            except (OSError, ValueError, ImportError) as exc:
+                log.warning("source %r unavailable while parsing: %s", name, exc)
+
+    files = (r["format"] != RECORD_FORMAT for r in todo.values())
+    if any(files):
+        for key, result in parse_many(jobs(), settings.parsing):
+            done(key, result)
+    else:  # records only: no parser process to start
+        for _ in jobs():
+            pass
+    for doc_id in wanted.keys() - seen:
+        transient[doc_id] = "vanished: deleted or renamed between scan and parse"
     report.close()
-    if batch:
-        elements.append(pa.concat_tables(batch))
+    flush()
     if fail_rows:
         failures.append(pa.Table.from_pylist(fail_rows, schema=FAILURE_SCHEMA))
     return transient
@@ -499,7 +541,7 @@ def chunk_shard(settings: Settings, shard: str, live_rows: pa.Table | None = Non
     if not todo and not dropped:
         return StageSummary(0, len(live), 0, previous.num_rows, time.perf_counter() - started)
     hashes = dict(zip(live_rows["doc_id"].to_pylist(), live_rows["content_sha256"].to_pylist()))
-    elements = parsed_store(settings).read({hashes[d] for d in todo})
+    elements = parsed_store(settings).read({hashes[d] for d in todo}, tag=shard)
     by_hash = _group_rows(elements, "content_sha256")
     tokenizer = load_tokenizer(settings.embedding.model)
     vocab = tokenizer.get_vocab()
@@ -607,8 +649,6 @@ def finalize_corpus(settings: Settings, *, force: bool = False):
     """The indexable shards and the corpus report from the enriched shards (``dedupe.finalize_shards``),
     when the enriched shards changed since the last time (or ``force``). An indexable shard is
     rewritten only when its content changed. Returns the ``CorpusReport`` (None when current)."""
-    import numpy as np
-
     from ingest_platform.chunking import count_tokens
     from ingest_platform.dedupe import finalize_shards
     from ingest_platform.models import load_tokenizer
@@ -619,11 +659,7 @@ def finalize_corpus(settings: Settings, *, force: bool = False):
     if not force and marker.exists() and json.loads(marker.read_text()).get("enriched") == digest:
         return None
     sig_path = state.minhash(settings.state)
-    signatures = {}
-    if sig_path.exists():
-        cached = read_table(sig_path).to_pydict()
-        signatures = {k: (None if v is None else np.asarray(v, dtype=np.uint64))
-                      for k, v in zip(cached["key"], cached["hashvalues"])}
+    signatures = _read_signatures(sig_path) if sig_path.exists() else {}
     shards = enriched.written()
 
     def write(shard: str, table: pa.Table) -> None:
@@ -638,12 +674,36 @@ def finalize_corpus(settings: Settings, *, force: bool = False):
     )
     for gone in set(indexable.written()) - set(shards):
         indexable.write(gone, ENRICHED.empty_table())
-    atomic_write_parquet(pa.table({"key": pa.array(list(signatures), pa.string()),
-                                   "hashvalues": pa.array([None if v is None else v.tolist() for v in signatures.values()],
-                                                          pa.list_(pa.uint64()))}), sig_path)
+    _write_signatures(signatures, sig_path)
     atomic_write_text(json.dumps(report.to_dict(), indent=1, sort_keys=True), corpus_report_path(settings))
     atomic_write_text(json.dumps({"enriched": digest}), marker)
     return report
+
+
+def _read_signatures(path) -> dict:
+    """The MinHash signatures cache: text key -> uint32 signature (None: too short to compare).
+    Converted through numpy in one piece (a Python int per value took 30 bytes each)."""
+    import numpy as np
+
+    table = read_table(path)
+    keys = table["key"].to_pylist()
+    values = table["hashvalues"].combine_chunks()
+    flat = values.flatten().to_numpy(zero_copy_only=False).astype(np.uint32)
+    offsets = values.offsets.to_numpy()
+    valid = values.is_valid().to_numpy(zero_copy_only=False)
+    return {k: (flat[offsets[i]:offsets[i + 1]] if valid[i] else None) for i, k in enumerate(keys)}
+
+
+def _write_signatures(signatures: dict, path) -> None:
+    import numpy as np
+
+    lengths = [0 if v is None else len(v) for v in signatures.values()]
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
+    flat = (np.concatenate([v for v in signatures.values() if v is not None]).astype(np.uint32)
+            if any(lengths) else np.zeros(0, dtype=np.uint32))
+    mask = pa.array([v is None for v in signatures.values()], pa.bool_())
+    values = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.uint32()), mask=mask)
+    atomic_write_parquet(pa.table({"key": pa.array(list(signatures), pa.string()), "hashvalues": values}), path)
 
 
 def _listing_digest(table: ShardedTable) -> str:
@@ -668,13 +728,14 @@ def embed(settings: Settings, embedder=None, progress: ProgressFn = None, shards
 
 
 class _ShardTables:
-    """The shards of a table, read afresh each time it is iterated (one in memory at a time)."""
+    """The (shard, table) pairs of a table, read afresh each time it is iterated (one in memory at
+    a time)."""
 
     def __init__(self, table: ShardedTable, columns: list[str] | None = None, shards: list[str] | None = None):
         self.table, self.columns, self.shards = table, columns, shards
 
     def __iter__(self):
-        return (t for _, t in self.table.iter(self.columns, self.shards))
+        return self.table.iter(self.columns, self.shards)
 
 
 class _ShardSource:
@@ -690,13 +751,15 @@ class _ShardSource:
         return out
 
     def rows(self, docs: set[str] | None = None, columns: list[str] | None = None):
+        """(shard, chunks) of ``docs``: only the shards those documents hash to are read."""
         read = None if columns is None else sorted(set(columns) | {"doc_id"})
         wanted = pa.array(sorted(docs), pa.string()) if docs is not None else None
-        for _, t in self.table.iter(read):
+        shards = None if docs is None else sorted({shard_of(d, self.table.shards) for d in docs})
+        for shard, t in self.table.iter(read, shards):
             if wanted is not None:
                 t = t.filter(pc.is_in(t["doc_id"], wanted))
             if t.num_rows:
-                yield t if columns is None else t.select(columns)
+                yield shard, (t if columns is None else t.select(columns))
 
 
 def build_index(settings: Settings, embedder=None):

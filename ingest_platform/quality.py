@@ -197,16 +197,37 @@ def check_manifest(settings: Settings) -> QualityResult:
     )
 
 
+def _chunk_frame(table) -> "pd.DataFrame":
+    """One shard's chunks as the chunks suite validates them, without their full text: ``text`` is
+    the stripped start of the text (null stays null), ``text_normalised`` a 64-bit key of the
+    whitespace- and case-normalised text (equal texts, equal keys), and the groups are counted.
+    So the suite holds a few columns of small values per chunk, not the corpus's text."""
+    import hashlib
+
+    import pandas as pd
+
+    texts = table["text"].to_pylist()
+    df = table.drop_columns(["text", "access_groups"]).to_pandas()
+    df["text"] = [None if t is None else t.strip()[:120] for t in texts]
+    df["text_normalised"] = [None if t is None else int.from_bytes(hashlib.blake2b(
+        " ".join(t.split()).casefold().encode(), digest_size=8).digest(), "little", signed=True) for t in texts]
+    df["access_groups"] = table["access_groups"].to_pylist()
+    df["access_group_count"] = df["access_groups"].map(lambda g: None if g is None else len(g))
+    return df
+
+
 def check_chunks(settings: Settings, table=None) -> QualityResult:
+    import pandas as pd
+
     from ingest_platform import pipeline
 
     _, gxe, _ = _gx()
     q = settings.quality
     cols = ["chunk_id", "doc_id", "text", "token_count", "source_uri", "title", "format", "access_groups"]
-    table = table if table is not None else pipeline.load_enriched(settings, cols)
-    df = table.select(cols).to_pandas()
-    df["access_group_count"] = df["access_groups"].map(lambda g: None if g is None else len(g))
-    df["text_normalised"] = df["text"].map(lambda t: None if t is None else " ".join(t.split()).casefold())
+    parts = [table] if table is not None else (t for _, t in pipeline.indexable_table(settings).iter(cols))
+    frames = [_chunk_frame(t.select(cols)) for t in parts]
+    df = (pd.concat(frames, ignore_index=True) if frames
+          else _chunk_frame(pipeline.indexable_table(settings).schema.empty_table().select(cols)))
     default_deny = not settings.default_access_groups
     expectations = [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
@@ -245,33 +266,23 @@ def check_chunks(settings: Settings, table=None) -> QualityResult:
     )
 
 
-def check_embeddings(settings: Settings, ref: str | int = "candidate", expected_dim: int | None = None) -> QualityResult:
+def _vector_frame(batch) -> "pd.DataFrame":
+    """Per vector of one record batch: its dimension, non-finite values and norm (float32, as
+    stored). The embeddings suite reads the index a batch at a time, never every vector at once."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
 
-    from ingest_platform.index import _scan
-    from ingest_platform.pipeline import index_store
-
-    _, gxe, _ = _gx()
-    q = settings.quality
-    store = index_store(settings)
-    version = store.version_of(ref)
-    table = store.checkout(version)
-    model_id, model_spec = store.model(table)
-    if expected_dim is None:
-        from ingest_platform.embedding import get_embedder
-
-        expected_dim = get_embedder(model_spec, settings.embedding.device).dim
-    data = _scan(table, ["chunk_id", "doc_id", "vector"])
-    vectors = data.column("vector").combine_chunks()
+    if batch is None:
+        return pd.DataFrame({"chunk_id": [], "doc_id": [], "dimension": [], "non_finite_values": [], "norm": []})
+    vectors = batch.column("vector")
     n = len(vectors)
     dims = np.zeros(n, dtype=np.int64)
     nonfinite = np.zeros(n, dtype=np.int64)
     norms = np.full(n, np.nan)
     if n and pa.types.is_fixed_size_list(vectors.type) and vectors.null_count == 0:
         size = vectors.type.list_size
-        mat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(n, size)
+        mat = vectors.flatten().to_numpy(zero_copy_only=False).reshape(n, size)
         finite = np.isfinite(mat)
         dims[:] = size
         nonfinite[:] = (~finite).sum(axis=1)
@@ -284,8 +295,29 @@ def check_embeddings(settings: Settings, ref: str | int = "candidate", expected_
             dims[i] = len(v)
             nonfinite[i] = int((~np.isfinite(v)).sum())
             norms[i] = float(np.linalg.norm(v)) if not nonfinite[i] else np.nan
-    df = pd.DataFrame({"chunk_id": data.column("chunk_id").to_pylist(), "doc_id": data.column("doc_id").to_pylist(),
-                       "dimension": dims, "non_finite_values": nonfinite, "norm": norms})
+    return pd.DataFrame({"chunk_id": batch.column("chunk_id").to_pylist(), "doc_id": batch.column("doc_id").to_pylist(),
+                         "dimension": dims, "non_finite_values": nonfinite, "norm": norms})
+
+
+def check_embeddings(settings: Settings, ref: str | int = "candidate", expected_dim: int | None = None) -> QualityResult:
+    import pandas as pd
+
+    from ingest_platform.pipeline import index_store
+
+    _, gxe, _ = _gx()
+    q = settings.quality
+    store = index_store(settings)
+    version = store.version_of(ref)
+    table = store.checkout(version)
+    model_id, model_spec = store.model(table)
+    if expected_dim is None:
+        from ingest_platform.embedding import get_embedder
+
+        expected_dim = get_embedder(model_spec, settings.embedding.device).dim
+    frames = [_vector_frame(batch) for batch in table.search().select(["chunk_id", "doc_id", "vector"]).limit(None)
+              .to_batches(8192)]
+    df = pd.concat(frames, ignore_index=True) if frames else _vector_frame(None)
+    n = len(df)
     tol = q.norm_tolerance
     expectations = [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),

@@ -113,7 +113,12 @@ def read_parquet(path: Path, schema: pa.Schema) -> pa.Table:
 
 
 class SegmentStore:
-    """An append-only keyed cache: a folder of Parquet segments sharing one schema and key column."""
+    """An append-only keyed cache: a folder of Parquet segments sharing one schema and key column.
+
+    A segment may carry a tag (``segment-<tag>-<id>.parquet``): the parse cache tags each segment
+    with the shard of the documents it was parsed for, so a shard's chunk step reads its own
+    segments, not the whole cache (other segments are read only for keys its own lack, content
+    shared with a document of another shard)."""
 
     def __init__(self, folder: Path, schema: pa.Schema, key: str):
         self.folder, self.schema, self.key = folder, schema, key
@@ -122,13 +127,19 @@ class SegmentStore:
             for stale in folder.glob(".*.tmp"):  # left by a killed writer; never visible to readers
                 stale.unlink(missing_ok=True)
 
-    def _segments(self) -> list[str]:
+    def _segments(self, tag: str | None = None) -> list[str]:
+        pattern = f"segment-{tag}-*.parquet" if tag is not None else "segment-*.parquet"
         if is_remote(self.folder):
-            return sorted(p.path for p in self.folder.glob("segment-*.parquet"))
-        return sorted(str(p) for p in self.folder.glob("segment-*.parquet"))
+            return sorted(p.path for p in self.folder.glob(pattern))
+        return sorted(str(p) for p in self.folder.glob(pattern))
 
-    def _dataset(self) -> ds.Dataset | None:
-        files = self._segments()
+    @staticmethod
+    def _tag_of(file: str) -> str | None:
+        parts = file.rsplit("/", 1)[-1][len("segment-"):-len(".parquet")].split("-")
+        return parts[0] if len(parts) == 2 else None
+
+    def _dataset(self, files: list[str] | None = None) -> ds.Dataset | None:
+        files = self._segments() if files is None else files
         fs = self.folder.fs if is_remote(self.folder) else None
         return ds.dataset(files, schema=self.schema, format="parquet", filesystem=fs) if files else None
 
@@ -138,36 +149,55 @@ class SegmentStore:
             return set()
         return set(data.to_table(columns=[self.key]).column(self.key).to_pylist())
 
-    def read(self, keys: Iterable[str], columns: list[str] | None = None) -> pa.Table:
-        data = self._dataset()
-        wanted = pa.array(sorted(set(keys)), pa.string())
-        if data is None or len(wanted) == 0:
-            return self.schema.empty_table() if columns is None else self.schema.empty_table().select(columns)
-        table = data.to_table(columns=columns, filter=pc.field(self.key).isin(wanted))
-        return table
+    def read(self, keys: Iterable[str], columns: list[str] | None = None, tag: str | None = None) -> pa.Table:
+        """The rows of ``keys``; with ``tag``, looked for in that tag's segments first."""
+        wanted = sorted(set(keys))
+        empty = self.schema.empty_table() if columns is None else self.schema.empty_table().select(columns)
+        if not wanted:
+            return empty
+        parts = []
+        files = self._segments()
+        own = self._segments(tag) if tag is not None else []
+        if own:
+            read = None if columns is None else list(dict.fromkeys([*columns, self.key]))
+            found = self._dataset(own).to_table(columns=read, filter=pc.field(self.key).isin(pa.array(wanted, pa.string())))
+            have = set(found[self.key].to_pylist())
+            parts.append(found if columns is None else found.select(columns))
+            wanted = [k for k in wanted if k not in have]
+            files = sorted(set(files) - set(own))
+        data = self._dataset(files) if wanted else None
+        if data is not None:
+            parts.append(data.to_table(columns=columns, filter=pc.field(self.key).isin(pa.array(wanted, pa.string()))))
+        return pa.concat_tables(parts) if parts else empty
 
-    def append(self, table: pa.Table) -> None:
+    def append(self, table: pa.Table, tag: str | None = None) -> None:
         if table.num_rows == 0:
             return
-        name = f"segment-{uuid.uuid4().hex}.parquet"
+        name = f"segment-{tag}-{uuid.uuid4().hex}.parquet" if tag is not None else f"segment-{uuid.uuid4().hex}.parquet"
         atomic_write_parquet(conform(table, self.schema), self.folder / name)
 
     def compact(self, live: set[str] | None = None) -> int:
-        """Rewrite all segments as one, keeping one row group per key in ``live`` (all when None).
+        """Rewrite the segments of each tag as one, keeping one row group per key in ``live`` (all
+        when None); one tag's segments in memory at a time.
 
-        Returns the number of segments folded. The new segment is in place before old ones go.
+        Returns the number of segments folded. A new segment is in place before old ones go.
         """
-        files = self._segments()
-        if len(files) < 2 and live is None:
-            return 0
-        data = self._dataset()
-        table = data.to_table()
-        if live is not None:
-            table = table.filter(pc.field(self.key).isin(pa.array(sorted(live), pa.string())))
-        self.append(table)
-        for f in files:
-            if is_remote(self.folder):
-                self.folder.fs.rm(f)
-            else:
-                os.unlink(f)
-        return len(files)
+        groups: dict[str | None, list[str]] = {}
+        for f in self._segments():
+            groups.setdefault(self._tag_of(f), []).append(f)
+        folded = 0
+        wanted = pa.array(sorted(live), pa.string()) if live is not None else None
+        for tag, files in groups.items():
+            if len(files) < 2 and live is None:
+                continue
+            table = self._dataset(files).to_table()
+            if wanted is not None:
+                table = table.filter(pc.field(self.key).isin(wanted))
+            self.append(table, tag=tag)
+            for f in files:
+                if is_remote(self.folder):
+                    self.folder.fs.rm(f)
+                else:
+                    os.unlink(f)
+            folded += len(files)
+        return folded
