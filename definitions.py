@@ -136,7 +136,7 @@ def instance_for(home: Path, settings=None) -> dg.DagsterInstance:
     from ingest_platform.storage import atomic_write_text
 
     wanted = dagster_yaml(settings)
-    dagster_home = state.dagster_home(Path(home).resolve())
+    dagster_home = state.dagster_home(Path(home).resolve() if state.is_local(home) else home)
     dagster_home.mkdir(parents=True, exist_ok=True)
     cfg = dagster_home / "dagster.yaml"
     # Two processes creating the SQLite storage at once once left it with two schema heads for

@@ -6,7 +6,6 @@ import dagster as dg
 from ingest_platform import changes, gates, pipeline, promotion
 from ingest_platform.errors import PromotionRefused
 from ingest_platform.index import CANDIDATE, PRODUCTION
-from ingest_platform.reporting import md_table
 from resources import EmbedderResource, IndexStoreResource, PlatformSettings
 
 from . import metadata as meta
@@ -41,7 +40,7 @@ def production_revocations(context: dg.AssetExecutionContext, platform: Platform
                                          store=index_store.store)
     purged = promotion.purge_revoked(s, store=index_store.store)
     hold = promotion.hold_report(s)
-    meta: dict = {
+    out: dict = {
         "applied": result is not None,
         "documents_deleted_from_production": len(result.deleted) if result else 0,
         "documents_narrowed_in_production": len(result.narrowed) if result else 0,
@@ -51,14 +50,16 @@ def production_revocations(context: dg.AssetExecutionContext, platform: Platform
     if result:
         context.log.warning(f"production v{result.from_version} -> v{result.to_version}: removed "
                             f"{result.deleted[:20]}, narrowed {sorted(result.narrowed)[:20]}")
-        meta["production_version"] = result.to_version
-        meta["changed_documents"] = dg.MetadataValue.md(md_table(
+        out["production_version"] = result.to_version
+        out["changed_documents"] = meta.table(
             [{"document": d, "change": "deleted"} for d in result.deleted]
-            + [{"document": d, "change": f"groups narrowed to {g or 'none'}"} for d, g in sorted(result.narrowed.items())]))
+            + [{"document": d, "change": f"groups narrowed to {g or 'none'}"} for d, g in sorted(result.narrowed.items())],
+            [("document", "string", "a document production no longer serves (to some or all)"),
+             ("change", "string", "deleted from its source, or the groups it keeps")])
     if hold:
         context.log.warning(f"deletion of {len(hold['documents'])} documents held until "
                             "`ingest-platform promote --confirm-deletions`")
-    return dg.MaterializeResult(metadata=meta)
+    return dg.MaterializeResult(metadata=out)
 
 
 @dg.asset(group_name=GROUP, deps=[embeddings, production_revocations], kinds={"lancedb"})
@@ -103,5 +104,6 @@ def production_index(context: dg.AssetExecutionContext, platform: PlatformSettin
     passed = gates.results(s.state, candidate)
     return dg.MaterializeResult(metadata={
         "version": event.to_version, "previous_version": event.from_version, "promoted": True,
-        "gates": dg.MetadataValue.md(md_table([{"check": k, "passed": v["passed"]} for k, v in sorted(passed.items())])),
+        "gates": meta.table([{"check": k, "passed": v["passed"]} for k, v in sorted(passed.items())],
+                         [("check", "string", "a gate the version needed"), ("passed", "bool", "its recorded verdict")]),
     })

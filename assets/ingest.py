@@ -6,7 +6,6 @@ from dataclasses import asdict
 import dagster as dg
 
 from ingest_platform import changes, completion, pipeline, promotion
-from ingest_platform.reporting import md_table
 from resources import ParserPoolResource, PlatformSettings
 
 from . import metadata as meta
@@ -98,8 +97,12 @@ def parse_shard(context: dg.OpExecutionContext, platform: PlatformSettings, pars
 
 
 @dg.op(out=dg.Out(dg.Nothing))
-def parse_report(context: dg.OpExecutionContext, platform: PlatformSettings, results: list[dict]) -> None:
-    """The fan-in: failures into the manifest (one write), and the asset's dashboard."""
+def parse_report(context: dg.OpExecutionContext, platform: PlatformSettings, parser_pool: ParserPoolResource,
+                 results: list[dict]) -> None:
+    """The fan-in: the parser workers stop (every shard is parsed; they hold about 0.8 GB each and
+    would otherwise live through embedding), failures go into the manifest (one write), and the
+    asset's dashboard."""
+    parser_pool.close()
     summary = pipeline.finish_parse(platform.get(), [pipeline.ShardParse(**r) for r in results])
     for f in summary.new_failures:
         context.log.warning(f"failed: {f['doc_id']}: {f['reason']}")
@@ -250,10 +253,18 @@ def _guardrail_metadata(s, indexed) -> dict:
         "risk/flagged_chunks": r["flagged_chunks"], "risk/quarantined_chunks": r["quarantined_chunks"],
         "risk/flagged_documents": r["flagged_document_count"],
         **{f"risk/{kind}": n for kind, n in r["chunks_by_risk"].items()},
-        "flagged_documents": dg.MetadataValue.md(md_table(r["flagged_documents"][:50])),
+        "flagged_documents": meta.table(r["flagged_documents"], [
+            ("doc_id", "string", "document"), ("policy", "string", "flag, strip or quarantine"),
+            ("flags", "string", "risk types found"), ("flagged_chunks", "int", "chunks with a flag"),
+            ("quarantined_chunks", "int", "chunks kept out of the index")], limit=50),
         "boilerplate_lines": r["boilerplate_lines"], "boilerplate_removed": r["boilerplate_removed"],
-        "boilerplate": dg.MetadataValue.md(md_table(r["boilerplate_examples"])),
-        "near_duplicate_groups": dg.MetadataValue.md(md_table(
-            [{"documents": ", ".join(g), "representative": g[0]} for g in r["near_duplicate_groups"][:50]])),
-        "superseded_documents": dg.MetadataValue.md(md_table(r["superseded"][:50])),
+        "boilerplate": meta.table(r["boilerplate_examples"], [
+            ("line", "string", "a line repeated across documents"), ("documents", "int", "documents that have it")]),
+        "near_duplicate_groups": meta.table(
+            [{"representative": g[0], "documents": g} for g in r["near_duplicate_groups"]],
+            [("representative", "string", "the newest document: the one a query returns"),
+             ("documents", "string", "every document of the group")], limit=50),
+        "superseded_documents": meta.table(r["superseded"], [
+            ("doc_id", "string", "the older document, left out of results"),
+            ("superseded_by", "string", "the newer version")], limit=50),
     }

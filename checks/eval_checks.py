@@ -37,7 +37,7 @@ def eval_gate(platform: PlatformSettings, index_store: IndexStoreResource) -> dg
         **{f"floor_{name}": m.text(v) for name, v in verdict.floors.items()},
         **{f"candidate_{g}": round(candidate.overall[g], 4) for g in evaluation.GATED if g in candidate.overall},
         "queries_worse": len(verdict.worse),
-        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in verdict.reasons) or "_none_"),
+        "reasons": m.table([{"reason": r} for r in verdict.reasons], [("reason", "string", "why the gate failed")]),
         "metrics": m.inferred(verdict.metrics),
         "worse_queries": m.inferred([{c: r.get(c) for c in [
             "id", "loss", *[evaluation.label(g, k) for g in evaluation.GATED], "tags", "query",

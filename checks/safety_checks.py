@@ -8,7 +8,7 @@ import dagster as dg
 
 from assets.ingest import document_manifest
 from ingest_platform import pipeline, promotion
-from ingest_platform.reporting import md_table
+from assets import metadata as m
 from resources import PlatformSettings
 
 
@@ -23,7 +23,8 @@ def sources_available(platform: PlatformSettings) -> dg.AssetCheckResult:
         description=("every source listed" if not down else
                      f"{len(down)} source(s) unavailable, documents kept: {', '.join(sorted(down))}"),
         metadata={"sources_unavailable": len(down),
-                  "unavailable": dg.MetadataValue.md(md_table([{"source": k, "why": v} for k, v in sorted(down.items())]))},
+                  "unavailable": m.table([{"source": k, "why": v} for k, v in sorted(down.items())],
+                                         [("source", "string", "configured source"), ("why", "string", "the listing error")])},
     )
 
 
@@ -39,7 +40,8 @@ def deletions_held(platform: PlatformSettings) -> dg.AssetCheckResult:
         description=("no deletion held" if not docs else
                      f"{len(docs)} deletions held for confirmation: run `ingest-platform promote --confirm-deletions`"),
         metadata={"documents_held": len(docs),
-                  "held": dg.MetadataValue.md(md_table(docs[:50], ["doc_id", "source", "source_uri"]))},
+                  "held": m.table(docs, [("doc_id", "string", "document whose deletion is held"),
+                                         ("source", "string", ""), ("source_uri", "string", "where it was")], limit=50)},
     )
 
 

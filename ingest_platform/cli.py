@@ -441,9 +441,11 @@ def cmd_ui(args) -> int:
 
     settings = _settings(args)
     root = Path(__file__).resolve().parent.parent
-    home = Path(settings.home).resolve()
+    from ingest_platform import state
+
+    home = Path(settings.home).resolve() if state.is_local(settings.home) else settings.home
     env = dict(os.environ)
-    env["DAGSTER_HOME"] = str(home / "dagster")
+    env["DAGSTER_HOME"] = str(state.dagster_home(home))
     env["INGEST_PLATFORM_HOME"] = str(home)
     if args.config:
         env["INGEST_PLATFORM_CONFIG"] = str(Path(args.config).resolve())

@@ -769,6 +769,9 @@ def build_index(settings: Settings, embedder=None):
     embedder = embedder or get_embedder(e.model, e.device, e.batch_size)
     cache = EmbeddingCache(settings.state, embedder.model_id, embedder.dim)
     store = index_store(settings)
+    from ingest_platform.query_encoder import prepare
+
+    prepare(e.model, settings.query.encoder)  # the query encoder's export, before any query needs it
     return store.sync(
         _ShardSource(indexable_table(settings)), cache.vectors_for, dim=embedder.dim, model_id=embedder.model_id,
         model_spec=e.model, vector_index_min_rows=settings.index.vector_index_min_rows,

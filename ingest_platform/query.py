@@ -513,7 +513,7 @@ class Retriever:
         from ingest_platform.query_encoder import get_query_encoder
 
         return get_query_encoder(pinned.model_spec, self.settings.embedding.device, self.settings.query.encoder,
-                                 str(state.models(self.settings.state)))
+                                 str(state.models()))
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:

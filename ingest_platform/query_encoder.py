@@ -5,8 +5,9 @@ query per request, where fixed per-call costs dominate: sentence-transformers' P
 dispatch and thread pool. Two backends give the same vectors:
 
 - ``torch``: the index's own ``Embedder.encode_query`` (one torch thread).
-- ``onnx``: the same weights exported once with ``torch.onnx.export`` to
-  ``<home>/models/onnx/<model>/model.onnx`` and run by ONNX Runtime on one thread, tokenized by the
+- ``onnx``: the same weights exported once per machine with ``torch.onnx.export`` to
+  ``state.models()/onnx/<model>/model.onnx`` (the build does it, ``prepare``, so no query waits
+  for it) and run by ONNX Runtime on one thread, tokenized by the
   model's own fast tokenizer (``tokenizer.json``), mean-pooled and L2-normalised as the
   sentence-transformers model does. Agreement with torch is measured by
   ``benchmarks/query_latency.py`` on the SciFact queries (cosine >= 0.999 required).
@@ -125,9 +126,7 @@ class OnnxQueryEncoder(QueryEncoder):
         from tokenizers import Tokenizer
 
         path = Path(resolve_model_path(model))
-        slug = "".join(c if c.isalnum() or c in "._-" else "-" for c in model_id(model))
-        folder = Path(cache_dir or Path.home() / ".cache" / "ingest-platform") / "onnx" / slug
-        self.model_path = export_onnx(model, folder)
+        self.model_path = export_onnx(model, onnx_folder(model, cache_dir))
         max_len = 256
         cfg = path / "sentence_bert_config.json"
         if cfg.exists():
@@ -157,6 +156,20 @@ class OnnxQueryEncoder(QueryEncoder):
         return (vec / max(float(np.linalg.norm(vec)), 1e-12)).astype(np.float32)
 
 
+def onnx_folder(model: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    slug = "".join(c if c.isalnum() or c in "._-" else "-" for c in model_id(model))
+    from ingest_platform import state
+
+    return Path(cache_dir or state.models()) / "onnx" / slug
+
+
+def prepare(model: str, backend: str) -> None:
+    """What serving ``backend`` needs before the first query: the ONNX export (seconds to a minute,
+    once per machine and model). The index build calls it, so a query never pays for it."""
+    if backend == "onnx":
+        export_onnx(model, onnx_folder(model))
+
+
 @functools.lru_cache(maxsize=8)
 def get_query_encoder(model: str = "default", device: str = "cpu", backend: str = "torch",
                       cache_dir: str | None = None) -> QueryEncoder:
@@ -170,4 +183,5 @@ def get_query_encoder(model: str = "default", device: str = "cpu", backend: str 
     raise ValueError(f"unknown query encoder {backend!r}: use one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["QueryEncoder", "TorchQueryEncoder", "OnnxQueryEncoder", "get_query_encoder", "export_onnx", "BACKENDS"]
+__all__ = ["QueryEncoder", "TorchQueryEncoder", "OnnxQueryEncoder", "get_query_encoder", "export_onnx", "prepare",
+           "onnx_folder", "BACKENDS"]

@@ -24,7 +24,7 @@ Layout::
       evals/v<N>.json  evals/history/<table>/*.parquet  evals/history.png
       holds/deletions.json  revocations.jsonl
       traces/queries-<day>.jsonl  feedback/feedback.jsonl  golden/production.jsonl  review/
-      monitoring/  models/  guardrails-history.jsonl  last_complete_run.json
+      monitoring/  guardrails-history.jsonl  last_complete_run.json
       dagster/                    the Dagster instance (runs, events, schedules)
       writer.lock
 """
@@ -200,10 +200,11 @@ def monitoring_plot(home, name: str) -> Path:
     return root(home) / "monitoring" / f"{name}.png"
 
 
-def models(home) -> Path:
-    """Models derived once from the embedding model (the ONNX query encoder): local, they are
-    loaded from disk."""
-    return local_cache(home) / "models"
+def models() -> Path:
+    """Models derived once from an installed embedding model (the ONNX query encoder). Not under
+    any home: they depend on the model alone, so every home on a machine (and every test) shares
+    one export, on a local disk they are loaded from (``$XDG_CACHE_HOME`` or ``~/.cache``)."""
+    return _user_cache() / "models"
 
 
 # ---- processes ----------------------------------------------------------------------------------
@@ -221,8 +222,11 @@ def local_cache(home) -> Path:
     if is_local(home):
         return root(home)
     digest = hashlib.sha1(_text(home).encode()).hexdigest()[:12]
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "ingest-platform" / digest
+    return _user_cache() / digest
+
+
+def _user_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ingest-platform"
 
 
 def writer_lock(home) -> Path:

@@ -71,9 +71,11 @@ class IndexStoreResource(dg.ConfigurableResource):
 
 class ParserPoolResource(dg.ConfigurableResource):
     """The parser worker processes of a run, started when a shard first needs parsing and stopped
-    when the run's resources are torn down: with the in-process executor every shard step of the
-    run shares them (a worker costs seconds to start); with a multiprocess or distributed one,
-    each step process has its own. Never left for ``atexit``, which a run worker does not run."""
+    when parsing ends (``close``, called by the parse fan-in) or, at the latest, when the run's
+    resources are torn down: with the in-process executor every shard step of the run shares them
+    (a worker costs seconds to start) and they do not outlive the parse step into embedding; with
+    a multiprocess or distributed one, each step process has its own. Never left for ``atexit``,
+    which a run worker does not run."""
 
     platform: PlatformSettings
     _pool = PrivateAttr(default=None)
@@ -83,9 +85,13 @@ class ParserPoolResource(dg.ConfigurableResource):
         try:
             yield self
         finally:
-            if self._pool is not None:
-                self._pool.close()
-                self._pool = None
+            self.close()
+
+    def close(self) -> None:
+        """Stop the workers now (a later ``get`` starts new ones)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def get(self):
         from ingest_platform.parsing import ParserPool

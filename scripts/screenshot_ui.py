@@ -92,6 +92,26 @@ def gql(port: int, query: str, variables: dict | None = None) -> dict:
     return data["data"]
 
 
+CHECKS = """
+query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
+    assetChecksOrError { ... on AssetChecks { checks { name blocking
+        executionForLatestMaterialization { status evaluation { severity description } } } } } } } }
+"""
+
+
+def check_results(port: int, asset: str) -> list[dict]:
+    """The asset's checks as the UI shows them: name, blocking, the latest execution's status
+    (SUCCEEDED / FAILED ...) and severity (WARN is yellow, ERROR red)."""
+    node = gql(port, CHECKS, {"key": {"path": [asset]}})["assetNodeOrError"]
+    out = []
+    for c in node["assetChecksOrError"].get("checks", []):
+        ex = c["executionForLatestMaterialization"] or {}
+        ev = ex.get("evaluation") or {}
+        out.append({"name": c["name"], "blocking": c["blocking"], "status": ex.get("status"),
+                    "severity": ev.get("severity"), "description": ev.get("description")})
+    return out
+
+
 def start_ui(config: Path, port: int, log: Path) -> subprocess.Popen:
     """``ingest-platform ui`` as a user starts it, in its own session; waits until it answers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PLATFORM_")}

@@ -67,9 +67,23 @@ def test_sensor_skips_while_a_run_is_in_progress(tmp_path):
     cfg = write_config(tmp_path, root)
     with dg.instance_for_test() as instance:
         job = definitions.defs.resolve_job_def("index_job")
-        instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
+        run = instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
         result, _ = evaluate(definitions.source_change_sensor, instance, cfg)
         assert not result.run_requests and "in progress" in result.skip_message
+        # "Materialize all" on the lineage page runs the implicit asset job: the guard sees it too.
+        instance.report_run_canceled(run)
+        lineage = definitions.defs.get_repository_def().get_implicit_global_asset_job_def()
+        instance.create_run_for_job(lineage, status=dg.DagsterRunStatus.STARTED)
+        result, _ = evaluate(definitions.source_change_sensor, instance, cfg)
+        assert not result.run_requests and f"of {lineage.name} is in progress" in result.skip_message
+
+
+def test_the_lineage_button_runs_like_index_job():
+    """The UI's "Materialize all" runs the implicit asset job: with the same executor as index_job
+    (in one process, the model loaded once), not Dagster's one-process-per-step default."""
+    repo = definitions.defs.get_repository_def()
+    lineage = repo.get_implicit_global_asset_job_def()
+    assert lineage.executor_def.name == repo.get_job("index_job").executor_def.name == "in_process"
 
 
 def test_automation_defaults_are_documented_choices():

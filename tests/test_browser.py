@@ -3,8 +3,8 @@ user meets it: the sample corpus indexed, one file edited and a broken one added
 launched from the job page's button, and the asset pages must say what happened: the changed
 document by name, the failed document with its reason, the eval scores.
 
-Runs in the default suite; skipped only when no chromium or playwright is installed
-(``scripts/setup.sh`` installs both).
+Runs in `.ci/run`'s named UI step (`-m ui`); skipped only when no chromium or playwright is
+installed (``scripts/setup.sh`` installs both).
 """
 
 from __future__ import annotations
@@ -71,10 +71,13 @@ def test_ui_names_changes_failures_and_scores_of_a_run_launched_from_it(tmp_path
             assert re.search(r"pdf|corrupt|no text|parse", row, re.I), row
             text = page_text(page, port, "/assets/parsed_documents?view=checks", "documents_failed")
             assert "documents_failed" in text
+            check = next(c for c in ui.check_results(port, "parsed_documents") if c["name"] == "documents_failed")
+            assert check["status"] == "FAILED" and check["severity"] == "WARN", check  # yellow, not red
 
             # The index names the changed document with its chunk counts.
             text = page_text(page, port, "/assets/candidate_index", changed)
-            assert any(changed in line for line in text.splitlines())
+            row = next(line for line in text.splitlines() if changed in line)
+            assert re.search(r"changed\s+\d+\s+\d+\s+\d+", row), row  # chunks added, removed, kept
 
             # The eval scores, as numbers, and the history trend inline.
             text = page_text(page, port, "/assets/index_eval", "recall@10")

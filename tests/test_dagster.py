@@ -4,6 +4,7 @@ blocking check stops promotion."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
 
 import dagster as dg
 
@@ -75,8 +76,17 @@ def test_changed_and_failed_documents_are_named(tmp_path):
         assert execute_run(config_file=str(cfg), instance=instance).success
         write(root, "support/hours.txt", SMALL_CORPUS["support/hours.txt"] + "\nSaturday support opens at 10:00.\n")
         write(root, "broken.pdf", b"%PDF-1.4 this is not really a pdf")
-        result = execute_run(config_file=str(cfg), instance=instance)
+
+        @dg.asset_check(asset=definitions.embeddings, name="no_parser_workers_left")
+        def no_parser_workers_left() -> dg.AssetCheckResult:
+            # Runs after embedding, in the run's process: the parse fan-in stopped the workers.
+            alive = [p.pid for p in multiprocessing.active_children()]
+            return dg.AssetCheckResult(passed=not alive, metadata={"alive": str(alive)})
+
+        result = execute_run(config_file=str(cfg), instance=instance, extra_checks=[no_parser_workers_left])
         assert result.success
+        (workers,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "no_parser_workers_left"]
+        assert workers.passed, workers.metadata
         mats = materializations(result)
         changes = {c["document"]: c for c in table_rows(mats["document_manifest"].metadata["changes"].value)}
         assert set(changes) == {"docs:support/hours.txt", "docs:broken.pdf"}
@@ -201,3 +211,39 @@ def test_the_asset_chain_follows_the_one_list_of_stages():
         assert not ancestors(key) & set(keys[i + 1:]), key
         if i:
             assert keys[0] in ancestors(key), key
+
+
+def test_a_failing_shard_is_named_and_the_others_keep_their_work(tmp_path):
+    """Two documents change, in two shards; one shard's chunk file is corrupt, so its step fails.
+    The run fails with that step named (``chunk_shard[shard_NNN]``), the other shard's chunks are
+    written, nothing is promoted; with the bad file gone the next run finishes the job."""
+    from ingest_platform.shards import shard_of
+
+    root = make_corpus(tmp_path / "src")
+    s = make_settings(tmp_path, root)
+    cfg = write_config(tmp_path, root)
+    with dg.instance_for_test() as instance:
+        assert execute_run(config_file=str(cfg), instance=instance).success
+        production = pipeline.index_store(s).version_of("production")
+        n = s.scale.shards
+        bad, good = "policies/refund.md", "products/lanterns.md"
+        bad_shard, good_shard = shard_of(f"docs:{bad}", n), shard_of(f"docs:{good}", n)
+        assert bad_shard != good_shard
+        write(root, bad, SMALL_CORPUS[bad].replace("30 days", "45 days"))
+        write(root, good, SMALL_CORPUS[good].replace("1200 lumens", "1500 lumens"))
+        chunks = pipeline.chunk_table(s)
+        chunks.path(bad_shard).write_bytes(b"not a parquet file")
+
+        result = execute_run(config_file=str(cfg), instance=instance)
+        assert not result.success
+        failed = {e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"}
+        assert failed == {f"chunks.chunk_shard[shard_{bad_shard}]"}, failed
+        kept = chunks.read(good_shard).to_pylist()
+        assert any("1500 lumens" in r["text"] for r in kept)  # the other shard's work is written
+        assert pipeline.index_store(s).version_of("production") == production
+
+        chunks.path(bad_shard).unlink()
+        again = execute_run(config_file=str(cfg), instance=instance)
+        assert again.success
+        hit = Retriever(settings=s, trace=False).search("refund window annual plans", 1).hits[0]
+        assert "45 days" in hit.text
