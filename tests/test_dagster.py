@@ -77,10 +77,14 @@ def test_changed_and_failed_documents_are_named(tmp_path):
         write(root, "support/hours.txt", SMALL_CORPUS["support/hours.txt"] + "\nSaturday support opens at 10:00.\n")
         write(root, "broken.pdf", b"%PDF-1.4 this is not really a pdf")
 
+        # Children this process had before the run (e.g. an earlier test's run_all parser pool,
+        # which lives until exit by design) are not the run's.
+        before = {p.pid for p in multiprocessing.active_children()}
+
         @dg.asset_check(asset=definitions.embeddings, name="no_parser_workers_left")
         def no_parser_workers_left() -> dg.AssetCheckResult:
             # Runs after embedding, in the run's process: the parse fan-in stopped the workers.
-            alive = [p.pid for p in multiprocessing.active_children()]
+            alive = [p.pid for p in multiprocessing.active_children() if p.pid not in before]
             return dg.AssetCheckResult(passed=not alive, metadata={"alive": str(alive)})
 
         result = execute_run(config_file=str(cfg), instance=instance, extra_checks=[no_parser_workers_left])
