@@ -161,6 +161,10 @@ class QuerySettings(_Strict):
     encoder: Literal["torch", "onnx"] = "torch"
     # Candidates the vector side fetches in hybrid mode (None: ``candidates``).
     vector_candidates: int | None = Field(default=None, ge=1)
+    # A served version with at most this many chunks is searched by vector in memory (exact cosine
+    # over its vectors, the prefilter still evaluated by LanceDB), since a disk scan per query costs
+    # tens of milliseconds; larger ones use LanceDB's search and its vector index. 0 turns it off.
+    memory_search_max_rows: int = Field(default=100_000, ge=0)
     # How often a Retriever reads the production tag from the index (seconds): a serving replica
     # on another host follows a promotion within this. 0 reads it on every query.
     refresh_interval_s: float = Field(default=1.0, ge=0.0)

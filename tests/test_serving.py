@@ -247,3 +247,28 @@ def test_vector_candidate_depth_limits_the_vector_side_of_hybrid(built):
     hits = Retriever(settings=s, cache_size=0).search("Zephyr warranty clause", 10).hits
     assert sum(1 for h in hits if h.ranks["vector"] is not None) == 2
     assert sum(1 for h in hits if h.ranks["keyword"] is not None) > 2
+
+
+def test_in_memory_vector_search_returns_what_lancedb_returns(built):
+    """The in-memory path (small versions) and LanceDB's search give the same rows, distances and
+    prefilter, for every caller and filter; past ``memory_search_max_rows`` LanceDB answers."""
+    from ingest_platform.query import _MemoryVectors
+
+    def retriever(limit: int) -> Retriever:
+        q = built.query.model_copy(update={"memory_search_max_rows": limit})
+        return Retriever(settings=built.model_copy(update={"query": q}), cache_size=0, trace=False)
+
+    memory, disk = retriever(100_000), retriever(0)
+    cases = [("refund window for annual plans", None, None), ("parental leave", ["hr"], None),
+             ("parental leave", None, None), ("Zephyr part warranty", ["public", "hr"], {"format": "md"}),
+             ("opening hours", None, {"format": ["txt"]}), ("nothing like this anywhere", ["nobody"], None)]
+    for text, groups, filters in cases:
+        for mode in ("vector", "hybrid"):
+            a = memory.search(text, 8, mode=mode, groups=groups, filters=filters).hits
+            b = disk.search(text, 8, mode=mode, groups=groups, filters=filters).hits
+            assert [h.chunk_id for h in a] == [h.chunk_id for h in b], (text, groups, filters, mode)
+            assert [round(h.score, 5) for h in a] == [round(h.score, 5) for h in b]
+    assert isinstance(memory._pin().memory, _MemoryVectors) and disk._pin().memory is None
+    hr = memory.search("parental leave", 8, mode="vector", groups=["hr"]).hits
+    assert any(h.doc_id.endswith("hr/leave.md") for h in hr)
+    assert not any(h.doc_id.endswith("hr/leave.md") for h in memory.search("parental leave", 8, mode="vector").hits)
