@@ -24,9 +24,10 @@ Before that, on the SciFact index (issue 16, "20 ms hybrid queries"):
   * agreement: every SciFact query (train and test) embedded by the torch and the ONNX Runtime
     query encoder (``ingest_platform/query_encoder.py``); min and mean cosine (the bar: >= 0.999);
   * serving configurations, interleaved per query: ``Retriever.search(q, 10)`` with each query
-    encoder (torch, onnx), each vector candidate depth of hybrid mode (``[query] vector_candidates``),
-    and, for the ONNX encoder, the bare calls the function makes (encode, vector search, BM25 at the
-    same depths, same ACL prefilter) to give the function's overhead. Each row has p50/p95/p99 and
+    encoder (torch, onnx), LanceDB's vector search or the in-memory one (``[query]
+    memory_search_max_rows``), each vector candidate depth of hybrid mode (``[query]
+    vector_candidates``), and the bare calls the function makes with the ONNX encoder (encode,
+    vector search, BM25, one after the other, same ACL prefilter) to give the function's overhead. Each row has p50/p95/p99 and
     the nDCG@10 of the same calls (documents ranked by their best chunk among the 10 hits), so a
     faster row that retrieves worse shows it. The encoders' memo of recent texts is off: every call
     embeds.
@@ -259,52 +260,67 @@ def compare_configs(settings, texts: list[str], qids: list[str], qrels: dict, k:
     from benchmarks.beir import ndcg_at
     from ingest_platform.query import _RESULT_COLUMNS, Retriever, access_filter, keyword_query
 
-    def retriever(encoder: str, vector_depth: int | None, mode: str = "hybrid"):
-        q = settings.query.model_copy(update={"encoder": encoder, "vector_candidates": vector_depth})
+    full = settings.query.candidates
+
+    def retriever(encoder: str, memory: bool, vector_depth: int | None = None, mode: str = "hybrid"):
+        q = settings.query.model_copy(update={"encoder": encoder, "vector_candidates": vector_depth,
+                                              "memory_search_max_rows": 10**9 if memory else 0})
         r = Retriever(settings=settings.model_copy(update={"query": q}), cache_size=0)
         r._encoder(r._pin()).memo_size = 0
         return r, mode
 
-    configs: dict[str, tuple] = {}
-    for encoder in ("torch", "onnx"):
-        configs[f"hybrid, {encoder}, vector depth {settings.query.candidates}"] = retriever(encoder, None)
-    for depth in depths:
-        if depth != settings.query.candidates:
-            configs[f"hybrid, onnx, vector depth {depth}"] = retriever("onnx", depth)
-    configs["vector, onnx"] = retriever("onnx", None, "vector")
-    configs["keyword"] = retriever("onnx", None, "keyword")
-    pinned = next(iter(configs.values()))[0]._pin()
+    configs: dict[str, tuple] = {
+        f"hybrid, torch, LanceDB vector search @{full}": retriever("torch", False),
+        f"hybrid, onnx, LanceDB vector search @{full}": retriever("onnx", False),
+    }
+    for depth in sorted({full, *depths}, reverse=True):
+        configs[f"hybrid, onnx, in-memory vector search @{depth}"] = retriever("onnx", True, depth)
+    configs["vector, onnx, in-memory"] = retriever("onnx", True, None, "vector")
+    configs["keyword"] = retriever("onnx", True, None, "keyword")
+    probe = configs["vector, onnx, in-memory"][0]
+    pinned = probe._pin()
     table = pinned.table
-    onnx = configs["vector, onnx"][0]._encoder(pinned)
+    onnx = probe._encoder(pinned)
     where = access_filter(("public",))
-    full = settings.query.candidates
+    memory = probe._memory(pinned)
+    admitted = memory._admitted(where)  # what the function keeps per clause; the bare path reuses it
+    matrix, rows = memory.matrix, memory.rows
 
-    def bare(text: str, vector_depth: int) -> float:
-        """What the hybrid function calls, one after the other: encode, vector search, BM25."""
-        t = time.perf_counter()
-        vec = onnx._encode(text)
-        (table.search(vec, vector_column_name="vector").distance_type("cosine").where(where, prefilter=True)
-         .select([*_RESULT_COLUMNS, "_distance"]).limit(vector_depth).to_arrow())
+    def keyword(text: str) -> None:
         try:
             (table.search(keyword_query(text), query_type="fts").where(where, prefilter=True)
              .select([*_RESULT_COLUMNS, "_score"]).limit(full).to_arrow())
         except ValueError:
             pass
+
+    def bare(text: str, how: str) -> float:
+        """What the hybrid function calls, one after the other: encode, vector search, BM25."""
+        t = time.perf_counter()
+        vec = onnx._encode(text)
+        if how == "LanceDB":
+            (table.search(vec, vector_column_name="vector").distance_type("cosine").where(where, prefilter=True)
+             .select([*_RESULT_COLUMNS, "_distance"]).limit(full).to_arrow())
+        else:
+            sims = matrix[admitted] @ vec
+            best = np.argpartition(-sims, full - 1)[:full]
+            rows.take(admitted[best[np.argsort(-sims[best])]]).to_pylist()
+        keyword(text)
         return (time.perf_counter() - t) * 1000
 
     prefix = f"{name}:"
     for text in texts[:5]:  # warm-up
         for r, mode in configs.values():
             r.search(text, k, mode=mode)
-        bare(text, full)
+        bare(text, "LanceDB")
+        bare(text, "in-memory")
     ms: dict[str, list[float]] = {c: [] for c in configs}
     ndcg: dict[str, list[float]] = {c: [] for c in configs}
-    bare_ms: dict[int, list[float]] = {d: [] for d in sorted({full, *depths})}
-    names = list(configs) + [f"bare@{d}" for d in bare_ms]
+    bare_ms: dict[str, list[float]] = {"LanceDB": [], "in-memory": []}
+    names = list(configs) + [f"bare:{b}" for b in bare_ms]
     for i, (qid, text) in enumerate(zip(qids, texts)):
         for what in names[i % len(names):] + names[: i % len(names)]:
-            if what.startswith("bare@"):
-                bare_ms[int(what[5:])].append(bare(text, int(what[5:])))
+            if what.startswith("bare:"):
+                bare_ms[what[5:]].append(bare(text, what[5:]))
                 continue
             r, mode = configs[what]
             t = time.perf_counter()
@@ -312,23 +328,24 @@ def compare_configs(settings, texts: list[str], qids: list[str], qrels: dict, k:
             ms[what].append((time.perf_counter() - t) * 1000)
             docs = list(dict.fromkeys(h.doc_id.removeprefix(prefix) for h in result.hits))
             ndcg[what].append(ndcg_at(docs, qrels.get(qid, {})))
-    out = {"configs": {}, "bare_hybrid_onnx": {}}
+    out = {"configs": {}, "bare_hybrid_onnx": {}, "vector_depth_of_bare": full}
     for c in configs:
         out["configs"][c] = {**summary(ms[c]), "ndcg@10": statistics.fmean(ndcg[c])}
-    for d, values in bare_ms.items():
-        out["bare_hybrid_onnx"][d] = summary(values)
+    for b, values in bare_ms.items():
+        out["bare_hybrid_onnx"][b] = summary(values)
     for c, row in out["configs"].items():
-        if c.startswith("hybrid, onnx"):
-            d = int(c.rsplit(" ", 1)[1])
-            row["overhead_p50_vs_bare"] = row["p50_ms"] / out["bare_hybrid_onnx"][d]["p50_ms"] - 1
+        if c.startswith("hybrid, onnx") and c.endswith(f"@{full}"):
+            b = "LanceDB" if "LanceDB" in c else "in-memory"
+            row["overhead_p50_vs_bare"] = row["p50_ms"] / out["bare_hybrid_onnx"][b]["p50_ms"] - 1
     return out
 
 
 def report_configs(r: dict, agree: dict | None) -> None:
     rows = [[c, v["p50_ms"], v["p95_ms"], v["p99_ms"], v["ndcg@10"], v.get("overhead_p50_vs_bare")]
             for c, v in r["configs"].items()]
-    rows += [[f"  bare hybrid calls (onnx encode + vector@{d} + BM25@200, sequential)", v["p50_ms"], v["p95_ms"],
-              v["p99_ms"], None, None] for d, v in r["bare_hybrid_onnx"].items()]
+    rows += [[f"  bare hybrid calls (onnx encode + {b} vector search + BM25, @{r['vector_depth_of_bare']}, "
+              "sequential)", v["p50_ms"], v["p95_ms"], v["p99_ms"], None, None]
+             for b, v in r["bare_hybrid_onnx"].items()]
     title = "serving configurations on SciFact: ms per Retriever.search(q, 10) (ACL prefilter, tracing on), " \
             "nDCG@10 of the same calls; overhead = function p50 / bare p50 - 1"
     if agree:

@@ -163,8 +163,9 @@ class QuerySettings(_Strict):
     vector_candidates: int | None = Field(default=None, ge=1)
     # A served version with at most this many chunks is searched by vector in memory (exact cosine
     # over its vectors, the prefilter still evaluated by LanceDB), since a disk scan per query costs
-    # tens of milliseconds; larger ones use LanceDB's search and its vector index. 0 turns it off.
-    memory_search_max_rows: int = Field(default=100_000, ge=0)
+    # tens of milliseconds; larger ones use LanceDB's search and its vector index. The vectors cost
+    # about 1.5 KB a chunk in each serving process (75 MB at the default). 0 turns it off.
+    memory_search_max_rows: int = Field(default=50_000, ge=0)
     # How often a Retriever reads the production tag from the index (seconds): a serving replica
     # on another host follows a promotion within this. 0 reads it on every query.
     refresh_interval_s: float = Field(default=1.0, ge=0.0)
