@@ -148,6 +148,27 @@ class EmbeddingCache:
 SAVE_EVERY = 2048
 
 
+def release_free_heap() -> None:
+    """Give the C heap's free pages back to the OS (glibc ``malloc_trim``; elsewhere a no-op).
+
+    Why: torch's activations for batches of varying lengths leave glibc's heap fragmented, and
+    its resident size then creeps with the number of batches, not the shard: measured on 12,288
+    texts in parts of 2,048, resident size grew from 1,012 to 1,263 MB and the peak from 1,328
+    to 1,538 MB; trimming after each part kept them at 760-764 and 1,311-1,389 MB. Costs about a
+    millisecond per part."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+    except OSError:
+        trim = None
+    if trim is not None:
+        trim(0)
+
+
 @dataclass
 class EmbedStats:
     model_id: str
@@ -201,6 +222,7 @@ def embed_missing(
             vectors = embedder.encode([todo[h] for h in part], progress=report)
             faults.point("embed:before_save")
             cache.add(part, vectors, shard)
+            release_free_heap()
         embedded.update(order)
     report.close()
     seconds = time.perf_counter() - started

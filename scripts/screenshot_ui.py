@@ -199,27 +199,40 @@ def launch_index_job_from_ui(page, port: int, timeout_s: float = 900) -> dict:
     raise TimeoutError("the run launched from the UI did not finish")
 
 
-PAGES = {  # file name -> (path, what it shows)
-    "ui-asset-graph.png": ("/asset-groups", "the asset graph after the run"),
-    "ui-changes.png": ("/assets/document_manifest", "the manifest's changes table"),
-    "ui-failed-document.png": ("/assets/parsed_documents", "a failed document with its reason"),
-    "ui-eval.png": ("/assets/index_eval", "eval scores, inline history trend"),
+PAGES = {  # file name -> (path, the metadata row scrolled to the top, what it shows)
+    "ui-asset-graph.png": ("/asset-groups", None, "the asset graph after the run"),
+    "ui-changes.png": ("/assets/document_manifest", "changes", "the manifest's changes table"),
+    "ui-failed-document.png": ("/assets/parsed_documents", "failures", "a failed document with its reason"),
+    "ui-eval.png": ("/assets/index_eval", "history_trend", "eval scores, inline history trend and plot"),
 }
+
+
+def scroll_to_row(page, key: str) -> None:
+    """Bring the metadata row ``key`` to the top of the view (what the picture is about)."""
+    cell = page.get_by_text(key, exact=True).first
+    try:
+        cell.scroll_into_view_if_needed(timeout=10_000)
+        cell.evaluate("el => el.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(1000)
+    except Exception:  # noqa: BLE001 - no such row this time: keep the top of the page
+        pass
 
 
 def screenshots(page, port: int, out: Path, run_id: str | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     pages = dict(PAGES)
     if run_id:
-        pages["ui-run.png"] = (f"/runs/{run_id}", "the run launched from the UI, with its log")
+        pages["ui-run.png"] = (f"/runs/{run_id}", None, "the run launched from the UI, with its log")
     written = []
-    for name, (path, _what) in pages.items():
+    for name, (path, row, _what) in pages.items():
         page.goto(f"http://127.0.0.1:{port}{path}")
         settle(page, 5000)
         if path == "/asset-groups":
             page.mouse.click(900, 400)
             page.keyboard.press("Alt+e")  # expand all groups
             page.wait_for_timeout(3000)
+        if row:
+            scroll_to_row(page, row)
         page.screenshot(path=str(out / name), timeout=180_000)
         written.append(out / name)
     return written
