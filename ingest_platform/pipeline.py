@@ -775,7 +775,11 @@ def build_index(settings: Settings, embedder=None):
     store = index_store(settings)
     from ingest_platform.query_encoder import prepare
 
-    prepare(e.model, settings.query.encoder)  # the query encoder's export, before any query needs it
+    try:  # the query encoder's export, before any query needs it
+        prepare(e.model, settings.query.encoder)
+    except Exception as exc:  # noqa: BLE001 - serving's concern: the index is still right to build
+        log.warning("could not prepare the %s query encoder (the first query will try again): %s",
+                    settings.query.encoder, exc)
     return store.sync(
         _ShardSource(indexable_table(settings)), cache.vectors_for, dim=embedder.dim, model_id=embedder.model_id,
         model_spec=e.model, vector_index_min_rows=settings.index.vector_index_min_rows,
