@@ -67,15 +67,17 @@ def main(argv: list[str] | None = None) -> dict:
         r._encoder(r._pin()).memo_size = 20_000
         return r
 
+    prefix = f"{name}:"
+
     def docs(result) -> list[str]:
-        return list(dict.fromkeys(h.doc_id.removeprefix(f"{name}:") for h in result.hits))
+        return list(dict.fromkeys(h.doc_id.removeprefix(prefix) for h in result.hits))
 
     fresh = retriever(None)
     started = time.perf_counter()
     # Fresh answers of every question asked below (the quality a cache hit is compared with).
     base = {qid: ndcg_at(docs(fresh.search(queries[qid], 10)), test[qid]) for qid in test_ids}
-    para_base = {(name, qid): ndcg_at(docs(fresh.search(fn(queries[qid]), 10)), test[qid])
-                 for name, fn in REPHRASE.items() for qid in test_ids}
+    para_base = {(how, qid): ndcg_at(docs(fresh.search(fn(queries[qid]), 10)), test[qid])
+                 for how, fn in REPHRASE.items() for qid in test_ids}
     result: dict = {"encoder": args.encoder, "machine": machine(), "thresholds": {}}
     rows = []
     for threshold in [float(t) for t in args.thresholds.split(",")]:
@@ -83,14 +85,14 @@ def main(argv: list[str] | None = None) -> dict:
         for qid in test_ids:
             r.search(queries[qid], 10)
         para: dict[str, dict] = {}
-        for name, fn in REPHRASE.items():
+        for how, fn in REPHRASE.items():
             hits, cached_ndcg, fresh_ndcg = 0, [], []
             for qid in test_ids:
                 answer = r.search(fn(queries[qid]), 10)
                 cached_ndcg.append(ndcg_at(docs(answer), test[qid]))
-                fresh_ndcg.append(para_base[(name, qid)])
+                fresh_ndcg.append(para_base[(how, qid)])
                 hits += answer.cached
-            para[name] = {"hit_rate": hits / len(test_ids), "ndcg@10": statistics.fmean(cached_ndcg),
+            para[how] = {"hit_rate": hits / len(test_ids), "ndcg@10": statistics.fmean(cached_ndcg),
                           "ndcg@10_fresh": statistics.fmean(fresh_ndcg)}
         other = retriever(threshold)
         for qid in train_ids:
