@@ -156,17 +156,21 @@ def release_free_heap() -> None:
     texts in parts of 2,048, resident size grew from 1,012 to 1,263 MB and the peak from 1,328
     to 1,538 MB; trimming after each part kept them at 760-764 and 1,311-1,389 MB. Costs about a
     millisecond per part."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
     import ctypes
     import ctypes.util
 
-    name = ctypes.util.find_library("c")
+    name = ctypes.util.find_library("c")  # runs ldconfig: once per process
     try:
-        libc = ctypes.CDLL(name) if name else None
-        trim = getattr(libc, "malloc_trim", None)
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
     except OSError:
-        trim = None
-    if trim is not None:
-        trim(0)
+        return None
 
 
 @dataclass
