@@ -302,7 +302,8 @@ def compare_configs(settings, texts: list[str], qids: list[str], qrels: dict, k:
              .select([*_RESULT_COLUMNS, "_distance"]).limit(full).to_arrow())
         else:
             sims = matrix[admitted] @ vec
-            best = np.argpartition(-sims, full - 1)[:full]
+            n = min(full, len(sims))
+            best = np.argpartition(-sims, n - 1)[:n]
             rows.take(admitted[best[np.argsort(-sims[best])]]).to_pylist()
         keyword(text)
         return (time.perf_counter() - t) * 1000

@@ -74,13 +74,19 @@ def test_query_latency_reports_percentiles(beir_result, mini):
     configs = result["configs"]["configs"]
     from ingest_platform.config import QuerySettings
 
-    default = QuerySettings().candidates  # the shipped depth, under both encoders
-    assert {f"hybrid, torch, vector depth {default}", f"hybrid, onnx, vector depth {default}"} <= set(configs)
-    assert len([c for c in configs if c.startswith("hybrid, onnx")]) >= 2  # and other depths beside it
+    default = QuerySettings().candidates  # the shipped depth: both encoders, both vector searches
+    torch_, onnx_disk, onnx_memory = (f"hybrid, torch, LanceDB vector search @{default}",
+                                      f"hybrid, onnx, LanceDB vector search @{default}",
+                                      f"hybrid, onnx, in-memory vector search @{default}")
+    assert {torch_, onnx_disk, onnx_memory} <= set(configs)
+    assert len([c for c in configs if c.startswith("hybrid, onnx, in-memory")]) >= 2  # other depths too
     for row in configs.values():
         assert row["n"] == 5 and 0.0 <= row["ndcg@10"] <= 1.0 and row["p50_ms"] > 0
-    assert configs[f"hybrid, onnx, vector depth {default}"]["ndcg@10"] == pytest.approx(
-        configs[f"hybrid, torch, vector depth {default}"]["ndcg@10"])
+    # The same retrieval whichever encoder or vector search answers.
+    assert configs[onnx_disk]["ndcg@10"] == pytest.approx(configs[torch_]["ndcg@10"])
+    assert configs[onnx_memory]["ndcg@10"] == pytest.approx(configs[onnx_disk]["ndcg@10"])
+    assert set(result["configs"]["bare_hybrid_onnx"]) == {"LanceDB", "in-memory"}
+    assert -1.0 < configs[onnx_memory]["overhead_p50_vs_bare"] < 10.0
 
 
 def test_semantic_cache_reports_hit_rates_and_quality_cost(beir_result, mini, tmp_path):
