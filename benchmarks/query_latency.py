@@ -301,7 +301,7 @@ def compare_configs(settings, texts: list[str], qids: list[str], qrels: dict, k:
             (table.search(vec, vector_column_name="vector").distance_type("cosine").where(where, prefilter=True)
              .select([*_RESULT_COLUMNS, "_distance"]).limit(full).to_arrow())
         else:
-            sims = matrix[admitted] @ vec
+            sims = (matrix @ vec)[admitted]
             n = min(full, len(sims))
             best = np.argpartition(-sims, n - 1)[:n]
             rows.take(admitted[best[np.argsort(-sims[best])]]).to_pylist()

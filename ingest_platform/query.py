@@ -307,7 +307,7 @@ class _MemoryVectors:
             return []
         q = np.asarray(vector, dtype=np.float32)
         q = q / (np.linalg.norm(q) or 1.0)
-        sims = self.matrix[positions] @ q
+        sims = (self.matrix @ q)[positions]  # all rows, then the admitted: no copy of the matrix
         n = min(depth, len(sims))
         best = np.argpartition(-sims, n - 1)[:n] if n < len(sims) else np.arange(len(sims))
         best = best[np.lexsort((positions[best], -sims[best]))]
