@@ -152,10 +152,9 @@ def release_free_heap() -> None:
     """Give the C heap's free pages back to the OS (glibc ``malloc_trim``; elsewhere a no-op).
 
     Why: torch's activations for batches of varying lengths leave glibc's heap fragmented, and
-    its resident size then creeps with the number of batches, not the shard: measured on 12,288
-    texts in parts of 2,048, resident size grew from 1,012 to 1,263 MB and the peak from 1,328
-    to 1,538 MB; trimming after each part kept them at 760-764 and 1,311-1,389 MB. Costs about a
-    millisecond per part."""
+    its resident size then creeps with the number of batches, not the shard: at 10x SciFact the
+    embed stage peaked at 2,464 MB without this and 1,671 MB with it (``benchmarks/results/
+    ingest.json``). Costs about a millisecond per part."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
