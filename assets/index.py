@@ -66,7 +66,8 @@ def production_revocations(context: dg.AssetExecutionContext, platform: Platform
 def candidate_index(context: dg.AssetExecutionContext, platform: PlatformSettings,
                     embedder: EmbedderResource, index_store: IndexStoreResource) -> dg.MaterializeResult:
     """The LanceDB chunks table synced to the enriched chunks (only changed documents touched, one
-    commit), optimized so the BM25 and scalar indexes cover every row, tagged ``candidate``."""
+    commit), its rows indexed so the BM25 and scalar indexes cover every row (``index.settle``),
+    tagged ``candidate``."""
     s = platform.get()
     before = changes.index_texts(index_store.store)
     result = pipeline.build_index(s, embedder.embedder)

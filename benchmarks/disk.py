@@ -78,19 +78,27 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"run {i}: {seconds:.1f}s, state {rows[-1]['bytes'] / 2**20:.1f} MiB after maintenance "
                   f"(freed {freed / 2**20:.1f} MiB)", flush=True)
     peak = max(r["bytes"] for r in rows)
+    # The ratio after the last run depends on where it falls: for ``keep_promoted`` runs after a
+    # compaction that rewrote the large fragment, the rollback targets still hold the old one.
+    # So every maintenance's ratio is reported, and how many missed the goal.
+    after_each = [r["bytes"] / base for r in rows if r["maintained"]]
     result = {
         "dataset": os.path.relpath(args.dataset), "documents": len(records), "runs": args.runs,
         "maintain_every": args.maintain_every, "first_build_s": build_s,
         "state_bytes_after_first": base, "state_bytes_after_last": rows[-1]["bytes"],
         "ratio": rows[-1]["bytes"] / base, "peak_ratio_between_maintenance": peak / base,
+        "ratio_after_each_maintenance": after_each, "maintenances_over_goal": sum(r > 1.3 for r in after_each),
         "goal": 1.3, "goal_met": rows[-1]["bytes"] / base <= 1.3, "per_run": rows, "machine": machine(),
     }
     print_table(["", "MiB", "ratio to the first build's state"], [
         ["after the first build", base / 2**20, 1.0],
         [f"after {args.runs} incremental runs (maintenance every {args.maintain_every})", rows[-1]["bytes"] / 2**20,
          result["ratio"]],
+        ["largest after a maintenance", max(after_each) * base / 2**20, max(after_each)],
         ["largest between two maintenances", peak / 2**20, result["peak_ratio_between_maintenance"]],
     ], title=f"State size of {len(records)} documents, one document changed per run (goal <= 1.3)")
+    print(f"{result['maintenances_over_goal']} of {len(after_each)} maintenances left more than 1.3x: "
+          + ", ".join(f"{r:.2f}" for r in after_each))
     write_json(args.out, result)
     return result
 

@@ -124,7 +124,7 @@ class IndexSettings(_Strict):
     # untagged and pruned this long after the revocation reached production (every run checks).
     revoked_retention_hours: float = Field(default=24.0, ge=0.0)
     # Rollback targets maintenance keeps tagged (``ingest_platform.maintenance``); older ones are
-    # untagged, and the versions before the oldest kept one are pruned.
+    # untagged, and every untagged version is pruned.
     keep_promoted: int = Field(default=5, ge=1)
 
 

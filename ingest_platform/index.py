@@ -2,8 +2,9 @@
 
 The table holds one row per chunk (the enrichment columns, a vector, access groups as a list).
 ``sync`` brings it to exactly the enriched chunks it is given, touching only documents whose
-``doc_version`` differs, in one ``merge_insert`` commit (upsert + delete), then optimizes so the
-BM25 and scalar indexes cover every row, and tags the result ``candidate``. Serving reads the
+``doc_version`` differs, in one ``merge_insert`` commit (upsert + delete), then ``settle``s it (the
+new rows get delta indexes, so BM25 and the scalar indexes cover every row; small fragments are
+compacted every ``MAX_DELTAS`` writes) and tags the result ``candidate``. Serving reads the
 version tagged ``production``; promotion and rollback only move that tag, so they are instant
 and a reader never sees a half-written table.
 """
@@ -37,6 +38,12 @@ META_MODEL_SPEC = b"ingest_platform.embedding_model"
 FTS_COLUMN = "text"
 # Past this many documents in one change, the delete filter is built per batch (SQL size).
 _FILTER_BATCH = 2000
+# Writes (data fragments, index delta segments) a table collects before its small fragments are
+# compacted: LanceDB advises optimizing after about 20 modifications.
+MAX_DELTAS = 20
+# A large fragment is left out of compaction until more than this share of its rows is deleted
+# (Lance's own default for materializing deletions).
+MATERIALIZE_DELETIONS = 0.1
 
 
 class IndexError_(RuntimeError):
@@ -192,9 +199,9 @@ class IndexStore:
         delete = sorted(d for d in current if d not in desired)
         if not rebuild and not upsert and not delete:
             table = self.open()
-            if self._indexes_behind(table):  # a run killed between its write and its optimize
+            if self._indexes_behind(table):  # a run killed between its write and its settle
                 self._ensure_indexes(table, vector_index_min_rows)
-                optimize(table, retention)
+                settle(table, retention)
             self._ensure_candidate_tag(table)
             return SyncResult(False, table.version, table.count_rows(), 0, 0, 0, 0, 0, False,
                               time.perf_counter() - started)
@@ -215,8 +222,11 @@ class IndexStore:
             new_ids = {c for _, part in source.rows(docs, ["chunk_id"]) for c in part.column("chunk_id").to_pylist()}
             inserted, updated, deleted = self._merge(table, rows, new_ids, upsert, delete)
         faults.point("index:written")
-        self._ensure_indexes(table, vector_index_min_rows)
-        optimize(table, retention)
+        if self._ensure_indexes(table, vector_index_min_rows):  # new indexes cover every row
+            if retention is not None:
+                prune(table, retention)
+        else:  # removed documents' text leaves the data files too, not only the row set
+            settle(table, retention, purge=bool(delete))
         faults.point("index:optimized")
         self._ensure_candidate_tag(table, force=True)
         return SyncResult(True, table.version, table.count_rows(), len(upsert), len(delete), inserted,
@@ -250,8 +260,10 @@ class IndexStore:
             raise IndexError_(f"index merge changed (inserted, updated, deleted)={got}, expected {want}")
         return got
 
-    def _ensure_indexes(self, table, vector_index_min_rows: int) -> None:
+    def _ensure_indexes(self, table, vector_index_min_rows: int) -> bool:
+        """Create the indexes the table lacks (over every row). True when any was created."""
         existing = {tuple(ix.columns): ix.index_type for ix in table.list_indices()}
+        before = len(existing)
         if (FTS_COLUMN,) not in existing:
             table.create_fts_index(
                 FTS_COLUMN, with_position=True, stem=True, remove_stop_words=True, language="English",
@@ -264,6 +276,7 @@ class IndexStore:
                 table.create_scalar_index(column, index_type=kind)
         if ("vector",) not in existing and table.count_rows() >= vector_index_min_rows:
             table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_PQ")
+        return len(table.list_indices()) > before
 
     def _indexes_behind(self, table) -> bool:
         indexed = {tuple(ix.columns) for ix in table.list_indices()}
@@ -392,16 +405,17 @@ class IndexStore:
         for doc_id, groups in sorted(narrow.items()):
             table.update(where=f"doc_id = {quote(doc_id)}", values={"access_groups": list(groups)})
         self._ensure_indexes(table, 1 << 62)
-        optimize(table, retention)
+        settle(table, retention, purge=True)  # revoked rows leave the data files, not only the row set
         return table.version
 
     def prune(self, older_than: timedelta) -> None:
         """Remove untagged versions older than ``older_than`` (tagged ones always stay)."""
-        optimize(self.open(), older_than)
+        prune(self.open(), older_than)
 
     def cleanup(self, older_than: timedelta, keep_promoted: int = 5, *, delete_unverified: bool = False) -> dict:
         """Drop untagged versions older than ``older_than``; keep the last ``keep_promoted``
         promoted versions tagged (rollback targets) and untag older ones so they can go too.
+        Tagged versions and the latest always stay.
         ``delete_unverified`` also deletes files younger than a week (only safe while no writer
         is in the middle of a commit: maintenance holds the home's writer lock)."""
         table = self.open()
@@ -411,40 +425,70 @@ class IndexStore:
             if name.startswith(PROMOTED_PREFIX) and name not in keep:
                 table.tags.delete(name)
         before = {v["version"] for v in table.list_versions()}
-        # lancedb's own prune: Table.cleanup_old_versions needs pylance, which is not a dependency.
-        optimize(table, older_than, delete_unverified=delete_unverified)
+        prune(table, older_than, delete_unverified=delete_unverified)
         after = {v["version"] for v in table.list_versions()}
         return {"old_versions": len(before - after), "versions_left": len(after)}
 
 
-def optimize(table, older_than: timedelta | None, *, delete_unverified: bool = False) -> None:
-    """``table.optimize`` (compact, prune versions older than ``older_than``, update indexes) that
-    never fails because of a tag and never prunes a tagged version.
+def settle(table, retention: timedelta | None, *, purge: bool = False, max_deltas: int = MAX_DELTAS) -> str:
+    """After a write: index its rows, compact when due, prune untagged versions older than
+    ``retention``. Returns what it did: "indexed", "compacted" or "purged".
 
-    lancedb's prune refuses to run at all once any tagged version (production, a rollback target)
-    is older than the cutoff, so after ``retention_days`` without a promotion every write would
-    fail. Then the cutoff moves back to just before the oldest tagged version: untagged versions
-    older than every tag are pruned, the rest wait until ``cleanup`` untags old rollback targets.
+    Why not LanceDB's ``table.optimize()`` after every write: it compacts every fragment under a
+    million rows, so below that size each run rewrote the whole table and all its indexes, and
+    every kept rollback target held such a full copy (state 3.4x the first build's after 100
+    one-document runs, ``benchmarks/disk.py``). Here a write's rows get delta index segments and
+    its fragment stays as written, so versions share the files of the ones before. Once the table
+    has more than ``max_deltas`` fragments or index segments, the small fragments are compacted into
+    one and the delta segments merged into one; a large fragment is rewritten only when more than
+    ``MATERIALIZE_DELETIONS`` of its rows are deleted (an LSM tree's tiering, in two tiers).
+    ``purge`` (documents removed, groups revoked) rewrites every fragment with a deleted row and
+    merges every segment, so the removed text leaves the latest version's files, not only its rows.
     """
-    try:
-        table.optimize(cleanup_older_than=older_than, delete_unverified=delete_unverified)
-        return
-    except RuntimeError as exc:
-        if older_than is None or "tagged version" not in str(exc):
-            raise
-    tagged = {info["version"] for info in table.tags.list().values()}
-    oldest = min(v["timestamp"] for v in table.list_versions() if v["version"] in tagged)
-    # lancedb reports naive local times. The margin covers the time until the prune takes its own
-    # "now" (compaction runs first; here it has just run, so it is quick).
-    for margin in (timedelta(seconds=0.5), timedelta(seconds=5), timedelta(minutes=10)):
-        try:
-            table.optimize(cleanup_older_than=max(older_than, datetime.now() - oldest + margin),
-                           delete_unverified=delete_unverified)
-            return
-        except RuntimeError as exc:
-            if "tagged version" not in str(exc):
-                raise
-    raise IndexError_("could not prune old index versions without touching a tagged one")
+    ds = table.to_lance()
+    segments = max((table.index_stats(ix.name).num_indices for ix in table.list_indices()), default=1)
+    fragments = ds.get_fragments()
+    if purge or len(fragments) > max_deltas or segments > max_deltas:
+        settled = [] if purge else _settled(fragments)
+        # Segments first (this also indexes the new rows): Lance merges only fragments that the
+        # same index segments cover. The base segment (over the settled fragments) stays.
+        ds.optimize.optimize_indices(num_indices_to_merge=segments - 1 if settled else segments)
+        table.checkout_latest()
+        table.to_lance().optimize.compact_files(
+            excluded_fragment_ids=settled, materialize_deletions_threshold=0.0 if purge else MATERIALIZE_DELETIONS)
+        did = "purged" if purge else "compacted"
+    else:
+        ds.optimize.optimize_indices(num_indices_to_merge=0)
+        did = "indexed"
+    table.checkout_latest()
+    if retention is not None:
+        prune(table, retention)
+    return did
+
+
+def _settled(fragments) -> list[int]:
+    """Fragments compaction leaves alone: the large ones (at least half the largest's rows) with
+    at most ``MATERIALIZE_DELETIONS`` of their rows deleted."""
+    sizes = {f.fragment_id: f.metadata.physical_rows or 0 for f in fragments}
+    largest = max(sizes.values(), default=0)
+    out = []
+    for f in fragments:
+        deleted = f.metadata.deletion_file.num_deleted_rows if f.metadata.deletion_file else 0
+        if sizes[f.fragment_id] >= largest / 2 and deleted <= MATERIALIZE_DELETIONS * sizes[f.fragment_id]:
+            out.append(f.fragment_id)
+    return out
+
+
+def prune(table, older_than: timedelta, *, delete_unverified: bool = False) -> int:
+    """Remove the untagged versions older than ``older_than`` (never a tagged one, never the
+    latest) and the files only they use. Returns how many versions went.
+
+    Lance's own prune, without compaction: lancedb's ``optimize()`` would also compact, which
+    rewrites the table while rollback targets still hold the old files."""
+    stats = table.to_lance().cleanup_old_versions(older_than=older_than, delete_unverified=delete_unverified,
+                                                  error_if_tagged_old_versions=False)
+    table.checkout_latest()
+    return int(stats.old_versions)
 
 
 def _scan(table, columns: list[str], where: str | None = None) -> pa.Table:

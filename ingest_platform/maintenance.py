@@ -8,9 +8,9 @@ it; ``maintain`` does, under the home's writer lock:
 
 - **Index versions**: tags stay (``production``, ``candidate`` and the last ``[index]
   keep_promoted`` rollback targets ``promoted-vN``; older rollback tags are removed first), and so
-  does every version newer than the oldest of them (LanceDB prunes only versions older than every
-  tag); the untagged versions before it go, their files too (the writer lock guarantees no commit
-  is in flight, so files younger than LanceDB's one-week safety margin may go as well).
+  does the latest version; every untagged version goes, with the files only it used (the writer
+  lock guarantees no commit is in flight, so files younger than Lance's one-week safety margin may
+  go as well). Pruning never compacts: compaction would rewrite files the kept tags still hold.
 - **Caches**: the parse cache keeps the elements and failures of content some live document has;
   the embedding cache keeps the vectors of the texts the index holds now; each is compacted into
   one segment (the new segment is in place before the old ones go).

@@ -17,7 +17,7 @@ returns a ``QualityResult``: passed, GX's statistics, one line per expectation, 
 - embeddings (read back from the candidate LanceDB version): every vector has the dimension of the
   model recorded with the table, only finite values, and an L2 norm within ``norm_tolerance`` of 1.
 - index: the candidate version's row count equals the enriched chunk count, chunk ids are unique,
-  a full-text index exists on ``text``, and no index has unindexed rows (after optimize).
+  a full-text index exists on ``text``, and no index has unindexed rows (the sync indexes every write).
 
 ``import great_expectations`` costs seconds, so it happens inside the suites, never when this module
 (or anything on the query path) is imported.

@@ -73,7 +73,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("chunk", "chunks", _chunk, "PDF lines joined, structure-aware chunks, per shard"),
     Stage("enrich", "enriched_chunks", _enrich, "metadata and flags per shard, then the corpus-wide guardrails"),
     Stage("embed", "embeddings", _embed, "vectors the cache lacks, one shard in memory at a time"),
-    Stage("index", "candidate_index", _index, "one LanceDB commit, optimized, tagged candidate"),
+    Stage("index", "candidate_index", _index, "one LanceDB commit, indexed, tagged candidate"),
 )
 NAMES = tuple(s.name for s in STAGES)
 
