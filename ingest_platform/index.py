@@ -222,11 +222,9 @@ class IndexStore:
             new_ids = {c for _, part in source.rows(docs, ["chunk_id"]) for c in part.column("chunk_id").to_pylist()}
             inserted, updated, deleted = self._merge(table, rows, new_ids, upsert, delete)
         faults.point("index:written")
-        if self._ensure_indexes(table, vector_index_min_rows):  # new indexes cover every row
-            if retention is not None:
-                prune(table, retention)
-        else:  # removed documents' text leaves the data files too, not only the row set
-            settle(table, retention, purge=bool(delete))
+        self._ensure_indexes(table, vector_index_min_rows)
+        # Removed documents' text leaves the data files too, not only the row set.
+        settle(table, retention, purge=bool(delete) and not rebuild)
         faults.point("index:optimized")
         self._ensure_candidate_tag(table, force=True)
         return SyncResult(True, table.version, table.count_rows(), len(upsert), len(delete), inserted,
@@ -260,10 +258,8 @@ class IndexStore:
             raise IndexError_(f"index merge changed (inserted, updated, deleted)={got}, expected {want}")
         return got
 
-    def _ensure_indexes(self, table, vector_index_min_rows: int) -> bool:
-        """Create the indexes the table lacks (over every row). True when any was created."""
+    def _ensure_indexes(self, table, vector_index_min_rows: int) -> None:
         existing = {tuple(ix.columns): ix.index_type for ix in table.list_indices()}
-        before = len(existing)
         if (FTS_COLUMN,) not in existing:
             table.create_fts_index(
                 FTS_COLUMN, with_position=True, stem=True, remove_stop_words=True, language="English",
@@ -276,7 +272,6 @@ class IndexStore:
                 table.create_scalar_index(column, index_type=kind)
         if ("vector",) not in existing and table.count_rows() >= vector_index_min_rows:
             table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_PQ")
-        return len(table.list_indices()) > before
 
     def _indexes_behind(self, table) -> bool:
         indexed = {tuple(ix.columns) for ix in table.list_indices()}
