@@ -204,3 +204,26 @@ def test_rrf_fusion_is_still_available():
     assert hits[0].chunk_id == "b" and hits[0].score == pytest.approx(1 / 62 + 1 / 61, abs=1e-7)
     with pytest.raises(ValueError, match="unknown fusion"):
         fuse({"vector": vector}, {}, 60, 3, method="max")
+
+
+def test_disk_reports_the_state_after_every_maintenance(mini, tmp_path):
+    from benchmarks import disk
+
+    out = tmp_path / "disk.json"
+    result = disk.main([str(mini), "--runs", "4", "--maintain-every", "2", "--work", str(tmp_path / "w"),
+                        "--out", str(out)])
+    assert json.loads(out.read_text())["runs"] == 4
+    assert len(result["ratio_after_each_maintenance"]) == 2 and result["per_run"][-1]["maintained"]
+    assert result["state_bytes_after_first"] > 0 and all(r["promoted"] for r in result["per_run"][1:])
+
+
+def test_segments_compares_an_index_between_compactions_with_a_fresh_one(mini, tmp_path):
+    from benchmarks import segments
+
+    out = tmp_path / "segments.json"
+    result = segments.main([str(mini), "--writes", "3", "--queries", "3", "--work", str(tmp_path / "w"),
+                            "--out", str(out)])
+    assert json.loads(out.read_text())["writes"] == 3
+    assert result["shapes"]["fresh"]["index_segments"] == 1
+    assert result["shapes"]["deltas"]["index_segments"] == 4 and result["shapes"]["deltas"]["fragments"] == 4
+    assert all(m["fresh"]["p50_ms"] > 0 and m["deltas"]["p50_ms"] > 0 for m in result["modes"].values())
