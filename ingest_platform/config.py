@@ -118,6 +118,11 @@ class IndexSettings(_Strict):
     table: str = "chunks"
     # Brute-force search is exact and fast enough below this; past it an IVF_PQ index is built.
     vector_index_min_rows: int = 100_000
+    # Writes a table takes as delta fragments and index segments before they are compacted
+    # (``ingest_platform.index.settle``). Fewer: each compaction rewrites the small tier and merges
+    # the segments, so more disk churn. More: queries search every segment, so slower keyword and
+    # hybrid queries just before a compaction (``benchmarks/segments.py`` measures it).
+    max_deltas: int = Field(default=8, ge=1)
     # Untagged versions older than this are removed by cleanup; tagged versions are always kept.
     retention_days: float = 7.0
     # Versions that still hold revoked or deleted text (rollback targets, old candidates) are

@@ -4,7 +4,7 @@ The table holds one row per chunk (the enrichment columns, a vector, access grou
 ``sync`` brings it to exactly the enriched chunks it is given, touching only documents whose
 ``doc_version`` differs, in one ``merge_insert`` commit (upsert + delete), then ``settle``s it (the
 new rows get delta indexes, so BM25 and the scalar indexes cover every row; small fragments are
-compacted every ``MAX_DELTAS`` writes) and tags the result ``candidate``. Serving reads the
+compacted every ``[index] max_deltas`` writes) and tags the result ``candidate``. Serving reads the
 version tagged ``production``; promotion and rollback only move that tag, so they are instant
 and a reader never sees a half-written table.
 """
@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest_platform import faults, state, storage
+from ingest_platform.config import IndexSettings
 from ingest_platform.schemas import ENRICHED, conform
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,8 @@ FTS_COLUMN = "text"
 # Past this many documents in one change, the delete filter is built per batch (SQL size).
 _FILTER_BATCH = 2000
 # Writes (data fragments, index delta segments) a table collects before its small fragments are
-# compacted: LanceDB advises optimizing after about 20 modifications.
-MAX_DELTAS = 20
+# compacted; the setting ``[index] max_deltas`` owns the default.
+MAX_DELTAS = IndexSettings().max_deltas
 # A large fragment is left out of compaction until more than this share of its rows is deleted
 # (Lance's own default for materializing deletions).
 MATERIALIZE_DELETIONS = 0.1
@@ -183,6 +184,7 @@ class IndexStore:
         model_spec: str,
         vector_index_min_rows: int = 100_000,
         retention: timedelta | None = None,
+        max_deltas: int = MAX_DELTAS,
     ) -> SyncResult:
         """Make the table hold exactly ``enriched`` (with vectors from ``vectors_for(hashes, shard)``),
         in one commit. ``enriched`` is a table or a ``ChunkSource`` (the indexable shards): rows are
@@ -201,7 +203,7 @@ class IndexStore:
             table = self.open()
             if self._indexes_behind(table):  # a run killed between its write and its settle
                 self._ensure_indexes(table, vector_index_min_rows)
-                settle(table, retention)
+                settle(table, retention, max_deltas=max_deltas)
             self._ensure_candidate_tag(table)
             return SyncResult(False, table.version, table.count_rows(), 0, 0, 0, 0, 0, False,
                               time.perf_counter() - started)
@@ -224,7 +226,7 @@ class IndexStore:
         faults.point("index:written")
         self._ensure_indexes(table, vector_index_min_rows)
         # Removed documents' text leaves the data files too, not only the row set.
-        settle(table, retention, purge=bool(delete) and not rebuild)
+        settle(table, retention, purge=bool(delete) and not rebuild, max_deltas=max_deltas)
         faults.point("index:optimized")
         self._ensure_candidate_tag(table, force=True)
         return SyncResult(True, table.version, table.count_rows(), len(upsert), len(delete), inserted,
@@ -434,8 +436,8 @@ def settle(table, retention: timedelta | None, *, purge: bool = False, max_delta
     every kept rollback target held such a full copy (state 3.4x the first build's after 100
     one-document runs, ``benchmarks/disk.py``). Here a write's rows get delta index segments and
     its fragment stays as written, so versions share the files of the ones before. Once the table
-    has more than ``max_deltas`` fragments or index segments, the small fragments are compacted into
-    one and the delta segments merged into one; a large fragment is rewritten only when more than
+    has more than ``max_deltas`` fragments or index segments (each segment costs queries time), the
+    small fragments are compacted into one and the delta segments merged into one; a large fragment is rewritten only when more than
     ``MATERIALIZE_DELETIONS`` of its rows are deleted (an LSM tree's tiering, in two tiers).
     ``purge`` (documents removed, groups revoked) rewrites every fragment with a deleted row and
     merges every segment, so the removed text leaves the latest version's files, not only its rows.

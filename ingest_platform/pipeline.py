@@ -783,7 +783,7 @@ def build_index(settings: Settings, embedder=None):
     return store.sync(
         _ShardSource(indexable_table(settings)), cache.vectors_for, dim=embedder.dim, model_id=embedder.model_id,
         model_spec=e.model, vector_index_min_rows=settings.index.vector_index_min_rows,
-        retention=timedelta(days=settings.index.retention_days),
+        retention=timedelta(days=settings.index.retention_days), max_deltas=settings.index.max_deltas,
     )
 
 
