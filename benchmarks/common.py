@@ -34,6 +34,19 @@ def read_jsonl(path: Path):
                 yield json.loads(line)
 
 
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path
+
+
+def revise_one(records: list[dict], i: int) -> None:
+    """Change the i-th run's document (a different one each run, spread over the corpus)."""
+    r = records[(i * 7919) % len(records)]
+    r["text"] = f"Update {i}: the record was revised. " + (r.get("text") or "")
+
+
 def load_queries(dataset: Path) -> dict[str, str]:
     return {str(q["_id"]): q["text"] for q in read_jsonl(Path(dataset) / "queries.jsonl")}
 

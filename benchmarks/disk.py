@@ -16,14 +16,14 @@ its maintenance, at most 1.3x the state after the first build.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, SCIFACT, WORK, machine, make_settings, print_table, read_jsonl, write_json
+from benchmarks.common import (RESULTS, SCIFACT, WORK, machine, make_settings, print_table, read_jsonl, revise_one,
+                               write_json, write_jsonl)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -45,14 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     work.mkdir(parents=True)
     records = [r for i, r in enumerate(read_jsonl(args.dataset.resolve() / "corpus.jsonl"))
                if args.docs is None or i < args.docs]
-    corpus = work / "corpus.jsonl"
-
-    def write_corpus() -> None:
-        with open(corpus, "w", encoding="utf-8") as fh:
-            for r in records:
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-    write_corpus()
+    corpus = write_jsonl(work / "corpus.jsonl", records)
     settings = make_settings(work / "home", corpus, "corpus")
     t = time.perf_counter()
     first = run_all(settings)
@@ -62,9 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [{"run": 0, "bytes": base, "seconds": build_s, "maintained": False, "freed": 0}]
     print(f"first build: {build_s:.0f}s, state {base / 2**20:.1f} MiB", flush=True)
     for i in range(1, args.runs + 1):
-        r = records[(i * 7919) % len(records)]
-        r["text"] = f"Update {i}: the record was revised. " + (r.get("text") or "")
-        write_corpus()
+        revise_one(records, i)
+        write_jsonl(corpus, records)
         t = time.perf_counter()
         out = run_all(settings)
         seconds = time.perf_counter() - t

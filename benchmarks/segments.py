@@ -19,7 +19,6 @@ else as configured by default). Reports p50/p95/p99 per mode and state, and the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import (RESULTS, SCIFACT, WORK, load_queries, machine, make_settings, print_table,
-                               read_jsonl, write_json)
+                               read_jsonl, revise_one, write_json, write_jsonl)
 from benchmarks.query_latency import MODES, pct
 
 
@@ -50,14 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     records = list(read_jsonl(args.dataset.resolve() / "corpus.jsonl"))
-    corpus = work / "corpus.jsonl"
-
-    def write_corpus() -> None:
-        with open(corpus, "w", encoding="utf-8") as fh:
-            for r in records:
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-    write_corpus()
+    corpus = write_jsonl(work / "corpus.jsonl", records)
     deltas = make_settings(work / "deltas", corpus, "corpus")
     started = time.perf_counter()
     run_all(deltas)
@@ -65,9 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
     shutil.copytree(work / "deltas", work / "fresh")
     fresh = make_settings(work / "fresh", corpus, "corpus")
     for i in range(1, args.writes + 1):
-        r = records[(i * 7919) % len(records)]
-        r["text"] = f"Update {i}: the record was revised. " + (r.get("text") or "")
-        write_corpus()
+        revise_one(records, i)
+        write_jsonl(corpus, records)
         assert run_all(deltas)["promotion"]["promoted"]
 
     def shape(settings) -> dict:
