@@ -443,14 +443,17 @@ def settle(table, retention: timedelta | None, *, purge: bool = False, max_delta
     merges every segment, so the removed text leaves the latest version's files, not only its rows.
     """
     ds = table.to_lance()
-    segments = max((table.index_stats(ix.name).num_indices for ix in table.list_indices()), default=1)
+    counts = {ix.name: table.index_stats(ix.name).num_indices for ix in table.list_indices()}
     fragments = ds.get_fragments()
-    if purge or len(fragments) > max_deltas or segments > max_deltas:
+    if purge or len(fragments) > max_deltas or max(counts.values(), default=1) > max_deltas:
         settled = [] if purge else _settled(fragments)
         # Segments first (this also indexes the new rows): Lance merges only fragments that the
-        # same index segments cover. The base segment (over the settled fragments) stays.
-        ds.optimize.optimize_indices(num_indices_to_merge=segments - 1 if settled else segments)
-        table.checkout_latest()
+        # same index segments cover. Each index keeps its base segment (over the settled fragments);
+        # an index created later than the others has fewer segments, hence one call per index.
+        for name, n in counts.items():
+            table.to_lance().optimize.optimize_indices(index_names=[name],
+                                                       num_indices_to_merge=n - 1 if settled else n)
+            table.checkout_latest()
         table.to_lance().optimize.compact_files(
             excluded_fragment_ids=settled, materialize_deletions_threshold=0.0 if purge else MATERIALIZE_DELETIONS)
         did = "purged" if purge else "compacted"

@@ -150,3 +150,19 @@ def test_maintenance_prunes_without_rewriting_what_the_kept_versions_hold(tmp_pa
     assert report.index_versions_removed > 0
     assert store.open().version == latest  # no compaction: no new version
     assert _data_files(store.checkout("production")) == held
+
+
+def test_compaction_keeps_the_base_segment_of_an_index_created_later(tmp_path):
+    from ingest_platform.index import settle
+
+    table, part = _table(tmp_path, 200)
+    for i in range(2):
+        _upsert(table, part([1000 + i], f"basalt{i}"))
+        settle(table, None, max_deltas=3)
+    table.create_scalar_index("chunk_id", index_type="BTREE")  # one segment while the others have three
+    _upsert(table, part([1002, 1003], "basalt2"))
+    assert settle(table, None, max_deltas=3) == "compacted"
+    stats = {ix.name: table.index_stats(ix.name) for ix in table.list_indices()}
+    # Each index: its base segment and one merged segment over everything written since.
+    assert {name: s.num_indices for name, s in stats.items()} == dict.fromkeys(stats, 2)
+    assert not any(s.num_unindexed_rows for s in stats.values())
