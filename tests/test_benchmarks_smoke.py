@@ -227,3 +227,30 @@ def test_segments_compares_an_index_between_compactions_with_a_fresh_one(mini, t
     assert result["shapes"]["fresh"]["index_segments"] == 1
     assert result["shapes"]["deltas"]["index_segments"] == 4 and result["shapes"]["deltas"]["fragments"] == 4
     assert all(m["fresh"]["p50_ms"] > 0 and m["deltas"]["p50_ms"] > 0 for m in result["modes"].values())
+
+
+def test_fidelity_renders_files_and_scores_them_beside_the_records(tmp_path):
+    """End to end on a small rendered slice: SciFact abstracts as real PDF, DOCX and HTML files go
+    through the directory source, parse, reconstruction and chunking, and are scored like the
+    records. DOCX and HTML carry the same texts, so they must rank exactly as the records do."""
+    from benchmarks import fidelity
+
+    need(SCIFACT)
+    out = tmp_path / "fidelity.json"
+    result = fidelity.main(["--limit-docs", "30", "--limit-queries", "5", "--work", str(tmp_path / "work"),
+                            "--out", str(out)])
+    assert json.loads(out.read_text())["documents"] == 30
+    paths = result["paths"]
+    assert set(paths) == {"records", "pdf", "docx", "html"}
+    for fmt in ("pdf", "docx", "html"):
+        row = paths[fmt]
+        assert row["parse_failed"] == 0 and row["documents"] == 30
+        assert row["build_ratio_to_records"] > 0 and row["build_ratio_same_embed_time"] > 0
+        assert set(row["naive"]) == {"keyword", "vector", "hybrid"}
+    for fmt in ("docx", "html"):
+        assert paths[fmt]["chunks"] == paths["records"]["chunks"]
+        assert paths[fmt]["delta_vs_records"] == {"keyword": 0.0, "vector": 0.0, "hybrid": 0.0}
+    # Printed lines were joined back: about as many chunks per document as the records, not a
+    # chunk per line, and no fragment under the minimum except a whole short document.
+    assert paths["pdf"]["chunks_per_document"] <= 1.2 * paths["records"]["chunks_per_document"]
+    assert paths["pdf"]["chunks_under_min_tokens"] <= paths["records"]["chunks_under_min_tokens"] + 1

@@ -262,12 +262,57 @@ def test_prepare_loads_spacy_from_disk_without_network(monkeypatch):
     ]
 
 
-def test_prepare_fails_loudly_if_unstructured_drops_the_hook(monkeypatch):
+@pytest.mark.parametrize("attribute", ["_SPACY_MODEL_NAME", "_get_nlp"])
+def test_prepare_fails_loudly_if_unstructured_drops_the_hook(monkeypatch, attribute):
     import unstructured.nlp.tokenize as tokenize
 
-    monkeypatch.delattr(tokenize, "_SPACY_MODEL_NAME")
-    with pytest.raises(RuntimeError, match="_SPACY_MODEL_NAME no longer exists"):
+    monkeypatch.delattr(tokenize, attribute)
+    with pytest.raises(RuntimeError, match=f"{attribute} no longer exists"):
         offline.prepare()
+
+
+def test_unstructured_classifies_with_the_sentence_recognizer_not_the_parser():
+    offline.prepare()
+    import unstructured.nlp.tokenize as tokenize
+
+    nlp = tokenize._get_nlp()
+    assert nlp is offline.heuristics_pipeline()
+    assert nlp.pipe_names == ["tok2vec", "tagger", "senter"]
+    assert tokenize.sent_tokenize("The senter splits this. It is fast.") == ["The senter splits this.", "It is fast."]
+    assert ("loads", "VBZ") in tokenize.pos_tag("It loads from disk.")
+
+
+def test_element_types_match_the_parser_pipeline_on_real_files():
+    """The swap is a speed change only: every element of every real file is classified the same
+    as with the dependency parser unstructured would load (the shared examples where present,
+    else the sample corpus)."""
+    import spacy
+    import unstructured.nlp.tokenize as tokenize
+
+    offline.prepare()
+    files = [EXAMPLE_DIR / f for f in EXAMPLE_FILES if f not in EXPECTED_FAILURES] or sorted(
+        p for p in (Path(__file__).resolve().parents[1] / "data" / "sample").rglob("*") if p.is_file())
+    with_parser = spacy.load(offline.spacy_model_path(), exclude=["ner", "lemmatizer", "attribute_ruler"])
+
+    def parse_all(nlp) -> list:
+        tokenize._get_nlp = lambda: nlp
+        for name in ("_process_cached", "_tokenize_for_cache", "word_tokenize", "pos_tag"):
+            getattr(tokenize, name).cache_clear()
+        out = []
+        for f in files:
+            try:
+                out.append(parse_bytes(f.read_bytes(), f.name, None, SETTINGS).select(["type", "text"]).to_pylist())
+            except ParseError as exc:
+                out.append(exc.code)
+        return out
+
+    try:
+        expected = parse_all(with_parser)
+        got = parse_all(offline.heuristics_pipeline())
+    finally:
+        tokenize._get_nlp = offline.heuristics_pipeline
+    assert sum(isinstance(x, list) and len(x) for x in expected) > 50
+    assert got == expected
 
 
 def test_pandoc_and_preflight_checks():
