@@ -14,6 +14,10 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spacy.language import Language
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ def spacy_model_path() -> Path:
 
 
 @functools.lru_cache(maxsize=1)
-def heuristics_pipeline():
+def heuristics_pipeline() -> Language:
     """The spaCy pipeline unstructured's text classification runs on: tok2vec, tagger, senter.
 
     Loaded once per process from the pip-installed package directory (never downloaded).
