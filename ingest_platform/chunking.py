@@ -162,7 +162,10 @@ def chunk_elements(
     packer = _Packer(max_tokens, overlap_tokens)
     for section in sections:
         packer.section(section, pieces)
-    drafts = _merge_small(packer.drafts, min(min_tokens, max_tokens // 2), max_tokens) if min_tokens > 0 else packer.drafts
+    if min_tokens > 0:
+        drafts = _merge_small(packer.drafts, min(min_tokens, max_tokens // 2), max_tokens, tokenizer)
+    else:
+        drafts = packer.drafts
     texts, counts, drafts = _finalize(drafts, tokenizer, max_tokens)
     return _to_table(texts, counts, drafts, elems, doc_id, doc_version)
 
@@ -645,14 +648,15 @@ def _common_path(a: str, b: str) -> str:
     return HEADING_SEP.join(common)
 
 
-def _merge_small(drafts: list[_Draft], min_tokens: int, max_tokens: int) -> list[_Draft]:
-    """No chunk under ``min_tokens`` where a neighbour can take it or lend it sentences.
+def _merge_small(drafts: list[_Draft], min_tokens: int, max_tokens: int, tokenizer: Any) -> list[_Draft]:
+    """No chunk under ``min_tokens`` where a neighbour can take it or lend it text.
 
     Why: a fragment ("staging.", a lone caption, the tail of a section) carries too little to be
     retrieved for the right reason, and matches many queries for the wrong one. A small chunk is
     merged into the neighbour that leaves the smaller chunk, preferring its own section; when
     neither fits within ``max_tokens``, it takes whole sentences from the end of the previous chunk
-    of its section (or the start of the next) while that one stays at ``min_tokens`` or more.
+    of its section (or the start of the next) while that one stays at ``min_tokens`` or more; when
+    the sentence at that edge is too long to move whole, it takes the part it needs, cut at a word.
     """
     out = list(drafts)
     i = 0
@@ -675,6 +679,8 @@ def _merge_small(drafts: list[_Draft], min_tokens: int, max_tokens: int) -> list
             i = max(0, lo - 1)  # the merged chunk may itself still be small
             continue
         _borrow(out, i, min_tokens)
+        if _size(out[i]) < min_tokens:
+            _borrow_part_of_a_sentence(out, i, min_tokens, tokenizer)
         i += 1
     return out
 
@@ -708,6 +714,52 @@ def _borrow(out: list[_Draft], i: int, min_tokens: int) -> None:
         if size >= min_tokens:
             break
     out[i] = _Draft(pieces, d.heading_path)
+
+
+def _borrow_part_of_a_sentence(out: list[_Draft], i: int, min_tokens: int, tokenizer: Any) -> None:
+    """Cut the sentence at the edge of a section neighbour so that both it and ``out[i]`` reach
+    ``min_tokens``: the small draft takes the words it needs, the neighbour keeps the rest.
+
+    Why: whole sentences cannot always move (a chunk that is one 190-token sentence and a short
+    one before it lends nothing without dropping under the minimum itself); a cut at a word is what
+    the packer already does to sentences longer than a chunk.
+    """
+    d = out[i]
+    pieces = [p for p in d.pieces if p.kind != _OVERLAP]
+    need = min_tokens - sum(p.ntok for p in pieces)
+    for j in (i - 1, i + 1):
+        if need <= 0 or not 0 <= j < len(out) or out[j].heading_path != d.heading_path:
+            continue
+        donor = list(out[j].pieces)
+        while j > i and donor and donor[0].kind == _OVERLAP:
+            donor.pop(0)
+        if not donor:
+            continue
+        edge = donor[-1] if j < i else donor[0]
+        keep = min_tokens - (sum(q.ntok for q in donor) - edge.ntok)  # what the neighbour must keep of it
+        if edge.kind not in (_BODY, _FRAGMENT) or edge.ntok - need < max(keep, 1):
+            continue
+        enc = tokenizer(edge.text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        offsets = [o for o in enc["offset_mapping"] if o[1] > o[0]]
+        # Token k starts the second part; it must start a word.
+        ks = range(len(offsets) - need, max(keep, 1) - 1, -1) if j < i else range(need, len(offsets) - max(keep, 1) + 1)
+        k = next((k for k in ks if offsets[k][0] > 0 and edge.text[offsets[k][0] - 1].isspace()), None)
+        if k is None:
+            continue
+        first, second = edge.text[:offsets[k][0]].rstrip(), edge.text[offsets[k][0]:].lstrip()
+        n_first, n_second = count_tokens(tokenizer, [first, second])
+        if j < i:
+            kept, given = replace(edge, text=first, ntok=n_first, kind=_FRAGMENT), _Piece(second, n_second, "", edge.src, _FRAGMENT)
+            taken = [given] + [replace(p, sep=p.sep or " ") if n == 0 else p for n, p in enumerate(pieces)]
+            rest = donor[:-1] + [kept]
+        else:
+            given, kept = _Piece(first, n_first, " ", edge.src, _FRAGMENT), replace(edge, text=second, ntok=n_second, kind=_FRAGMENT)
+            taken, rest = pieces + [given], [kept] + donor[1:]
+        if sum(p.ntok for p in taken) < min_tokens or sum(p.ntok for p in rest) < min_tokens:
+            continue
+        out[j] = _Draft(rest, out[j].heading_path)
+        out[i] = _Draft(taken, d.heading_path)
+        return
 
 
 # ---- output -------------------------------------------------------------------------------------

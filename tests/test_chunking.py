@@ -165,6 +165,25 @@ def test_list_too_long_for_one_chunk_is_split_between_items(tok):
         assert sum(t in r["text"] for r in rows) == 1
 
 
+_TRIAL = "The trial enrolled women in rural districts during the first trimester of their pregnancy and followed them until delivery."
+_LONG = "Outcomes were measured as " + ", ".join(f"the change in marker {j} from the baseline visit" for j in range(20)) + "."
+_TAIL = ("Supplementation with the lipid-based nutrient improved fetal growth in this cohort. The effect was largest "
+         "among the youngest mothers. Further work is needed in other settings.")
+
+
+@pytest.mark.parametrize("texts", [[f"{_TRIAL} {_LONG} {_TAIL}"], [_TAIL, f"{_TRIAL} {_LONG}"]],
+                         ids=["small tail after a long sentence", "small paragraph before one"])
+def test_no_chunk_under_the_minimum_when_only_part_of_a_long_sentence_can_move(tok, texts):
+    """Whole sentences cannot reach the minimum here without leaving the neighbour under it (seen in
+    a SciFact abstract): the small chunk takes the words it needs from the long sentence."""
+    assert ntok(tok, _LONG) > 190 and ntok(tok, _TAIL) < 40
+    rows = [r for r in chunk_elements(els(*[("NarrativeText", t) for t in texts]), doc_id="src:doc.md", doc_version="v1",
+                                      tokenizer=tok, max_tokens=254, overlap_tokens=32, min_tokens=64).to_pylist()]
+    check_invariants(tok, rows, 254, "src:doc.md")
+    assert len(rows) == 2 and all(r["token_count"] >= 64 for r in rows)
+    assert " ".join(r["text"] for r in rows).split() == " ".join(texts).split()  # nothing lost, nothing repeated
+
+
 def test_long_paragraph_split_at_sentence_boundaries_with_overlap(tok):
     text = sentences("s", 30, words=3)  # ~15 tokens a sentence: one fits the overlap budget
     rows = run(tok, els(("NarrativeText", text)), max_tokens=80, overlap=24)
