@@ -727,8 +727,10 @@ def _borrow_part_of_a_sentence(out: list[_Draft], i: int, min_tokens: int, token
     d = out[i]
     pieces = [p for p in d.pieces if p.kind != _OVERLAP]
     need = min_tokens - sum(p.ntok for p in pieces)
+    if need <= 0:
+        return
     for j in (i - 1, i + 1):
-        if need <= 0 or not 0 <= j < len(out) or out[j].heading_path != d.heading_path:
+        if not 0 <= j < len(out) or out[j].heading_path != d.heading_path:
             continue
         donor = list(out[j].pieces)
         while j > i and donor and donor[0].kind == _OVERLAP:
@@ -749,11 +751,13 @@ def _borrow_part_of_a_sentence(out: list[_Draft], i: int, min_tokens: int, token
         first, second = edge.text[:offsets[k][0]].rstrip(), edge.text[offsets[k][0]:].lstrip()
         n_first, n_second = count_tokens(tokenizer, [first, second])
         if j < i:
-            kept, given = replace(edge, text=first, ntok=n_first, kind=_FRAGMENT), _Piece(second, n_second, "", edge.src, _FRAGMENT)
+            kept = replace(edge, text=first, ntok=n_first, kind=_FRAGMENT)
+            given = _Piece(second, n_second, "", edge.src, _FRAGMENT)
             taken = [given] + [replace(p, sep=p.sep or " ") if n == 0 else p for n, p in enumerate(pieces)]
             rest = donor[:-1] + [kept]
         else:
-            given, kept = _Piece(first, n_first, " ", edge.src, _FRAGMENT), replace(edge, text=second, ntok=n_second, kind=_FRAGMENT)
+            given = _Piece(first, n_first, edge.sep or " ", edge.src, _FRAGMENT)
+            kept = replace(edge, text=second, ntok=n_second, kind=_FRAGMENT)
             taken, rest = pieces + [given], [kept] + donor[1:]
         if sum(p.ntok for p in taken) < min_tokens or sum(p.ntok for p in rest) < min_tokens:
             continue
