@@ -14,6 +14,7 @@ available offline, so a PDF without a text layer is reported, not OCR'd.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import io
 import json
 import logging
@@ -357,7 +358,56 @@ def _partition(data: bytes, filename: str, fmt: str, settings: ParsingSettings) 
     kwargs: dict[str, Any] = {"file": io.BytesIO(data), "metadata_filename": filename}
     if fmt == "pdf":
         kwargs["strategy"] = settings.pdf_strategy
+        with _lines_left_unclassified():
+            return partition(**kwargs)
     return partition(**kwargs)
+
+
+# unstructured's element_from_text (unstructured.partition.text) looks these up at call time.
+_TEXT_MODULE = "unstructured.partition.text"
+_SPACY_PREDICATES = ("is_possible_narrative_text", "is_possible_title")
+
+
+@contextlib.contextmanager
+def _lines_left_unclassified() -> Iterator[None]:
+    """PDF lines come out as ``UncategorizedText`` unless position or pattern makes them a Header,
+    Footer, ListItem, address or e-mail; ``classify_paragraph`` types them once joined.
+
+    Why: unstructured's fast PDF partitioner runs its narrative and title tests (a spaCy pass each)
+    on every printed line, which was about 60% of a PDF's parse time, and a wrapped line judged on
+    its own is what made body lines into false headings. ``reconstruct`` joins the lines first.
+    Not thread-safe (it swaps two module attributes); parser workers parse one document at a time.
+    """
+    import importlib
+
+    module = importlib.import_module(_TEXT_MODULE)
+    missing = [name for name in _SPACY_PREDICATES if not hasattr(module, name)]
+    if missing:
+        raise RuntimeError(f"{_TEXT_MODULE}.{missing[0]} no longer exists in this unstructured version; "
+                           "update ingest_platform/parsing.py::_lines_left_unclassified")
+    saved = {name: getattr(module, name) for name in _SPACY_PREDICATES}
+    for name in _SPACY_PREDICATES:
+        setattr(module, name, _never)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
+def _never(*_args: Any, **_kwargs: Any) -> bool:
+    return False
+
+
+def classify_paragraph(text: str) -> str:
+    """unstructured's element type for a paragraph of joined PDF lines that nothing else typed:
+    ``NarrativeText``, ``Title`` or ``UncategorizedText`` (its own narrative and title tests)."""
+    offline.prepare()
+    from unstructured.partition.text_type import is_possible_narrative_text, is_possible_title
+
+    if is_possible_narrative_text(text):
+        return "NarrativeText"
+    return "Title" if is_possible_title(text) else "UncategorizedText"
 
 
 def _json_texts(value: Any, prefix: str = "") -> Iterator[str]:

@@ -533,6 +533,7 @@ def chunk_shard(settings: Settings, shard: str, live_rows: pa.Table | None = Non
     (paged formats reconstructed first), the rest kept, the gone dropped; written only if changed."""
     from ingest_platform.chunking import chunk_elements
     from ingest_platform.models import load_tokenizer
+    from ingest_platform.parsing import classify_paragraph
     from ingest_platform.reconstruct import PAGED_FORMATS, reconstruct
 
     started = time.perf_counter()
@@ -557,7 +558,7 @@ def chunk_shard(settings: Settings, shard: str, live_rows: pa.Table | None = Non
         if els is None:
             continue
         if formats.get(doc_id) in PAGED_FORMATS:  # printed lines back into paragraphs
-            els = reconstruct(els, is_word=vocab.__contains__)
+            els = reconstruct(els, is_word=vocab.__contains__, classify=classify_paragraph)
         parts.append(chunk_elements(
             els, doc_id=doc_id, doc_version=live[doc_id], tokenizer=tokenizer,
             max_tokens=c.max_tokens, overlap_tokens=c.overlap_tokens, min_tokens=c.min_tokens,

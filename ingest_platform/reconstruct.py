@@ -88,7 +88,8 @@ class _El:
         return None if self.box is None else self.box[3] - self.box[1]
 
 
-def reconstruct(elements: pa.Table, *, is_word: Callable[[str], bool] | None = None) -> pa.Table:
+def reconstruct(elements: pa.Table, *, is_word: Callable[[str], bool] | None = None,
+                classify: Callable[[str], str] | None = None) -> pa.Table:
     """One paged document's ``ELEMENTS`` rows with lines joined into paragraphs (module docstring).
 
     Parameters
@@ -98,6 +99,11 @@ def reconstruct(elements: pa.Table, *, is_word: Callable[[str], bool] | None = N
     is_word:
         ``f(lower-case word) -> bool``, consulted to undo end-of-line hyphenation besides the
         document's own words; typically membership in the embedding model's vocabulary.
+    classify:
+        ``f(paragraph text) -> element type`` for paragraphs the partitioner left
+        ``UncategorizedText`` (PDF lines are not classified one by one); only short paragraphs
+        that could be headings are asked, the rest are body text. Typically
+        ``parsing.classify_paragraph``.
 
     Returns
     -------
@@ -132,6 +138,8 @@ def reconstruct(elements: pa.Table, *, is_word: Callable[[str], bool] | None = N
     # a wrapped sentence was joined to it above.
     els = [e for e in els if not (e.type in TEXT_TYPES and _NUMERIC.match(e.text.strip()) and len(e.text.strip()) <= 12)]
     for e in els:
+        if e.type == "UncategorizedText" and classify is not None:
+            e.type = "NarrativeText" if is_fragment(e.text) else classify(e.text)
         if e.type == "Title" and is_fragment(e.text):
             e.type = "NarrativeText"
     rows = []

@@ -409,9 +409,13 @@ def test_real_docx_pages_and_noise(tok, example):
 
 
 def test_real_pdf_pages_and_titles(tok, example):
-    rows = run(tok, example("pdf/layout-parser-paper-fast.pdf"), max_tokens=128, overlap=16)
+    from ingest_platform.parsing import classify_paragraph
+    from ingest_platform.reconstruct import reconstruct
+
+    lines = example("pdf/layout-parser-paper-fast.pdf")  # PDFs are chunked after reconstruction, as the pipeline does
+    rows = run(tok, reconstruct(lines, is_word=tok.vocab.__contains__, classify=classify_paragraph), max_tokens=128, overlap=16)
     assert any(r["heading_path"].startswith("LayoutParser") for r in rows)
-    assert any(r["heading_path"] == "Introduction" and r["text"].startswith("Introduction\n") for r in rows)
+    assert any(r["heading_path"] == "1 Introduction" and r["text"].startswith("1 Introduction\n") for r in rows)
     assert {r["page_start"] for r in rows} >= {1, 2}
 
 

@@ -13,7 +13,7 @@ import pytest
 from ingest_platform.chunking import HEADING_SEP, chunk_elements
 from ingest_platform.config import ParsingSettings
 from ingest_platform.models import load_tokenizer
-from ingest_platform.parsing import ParseError, parse_path
+from ingest_platform.parsing import ParseError, classify_paragraph, parse_path
 from ingest_platform.reconstruct import is_fragment, reconstruct
 
 from .conftest import EXAMPLE_DOCS, need
@@ -80,11 +80,11 @@ def test_printed_lines_become_one_paragraph_under_a_real_title(tmp_path, tok):
     lines = wrapped(BODY)
     raw = parsed(render(tmp_path / "wide.pdf", TITLE, lines))
     assert raw.num_rows >= len(lines)  # the partitioner's view: one element per printed line
-    out = reconstruct(raw, is_word=tok.vocab.__contains__).to_pylist()
+    out = reconstruct(raw, is_word=tok.vocab.__contains__, classify=classify_paragraph).to_pylist()
     texts = [r["text"] for r in out]
     assert texts == [TITLE, words(BODY)]  # the page number is furniture
     assert out[0]["type"] == "Title" and out[1]["type"] == "NarrativeText"
-    chunks = chunk_elements(reconstruct(raw), doc_id="d", doc_version="v", tokenizer=tok, max_tokens=254,
+    chunks = chunk_elements(reconstruct(raw, classify=classify_paragraph), doc_id="d", doc_version="v", tokenizer=tok, max_tokens=254,
                             overlap_tokens=32, min_tokens=64).to_pylist()
     assert len(chunks) == 1 and chunks[0]["heading_path"] == TITLE
     assert words(chunks[0]["text"]) == words(f"{TITLE} {BODY}")
@@ -93,7 +93,7 @@ def test_printed_lines_become_one_paragraph_under_a_real_title(tmp_path, tok):
 def test_hyphenation_is_undone_only_where_the_joined_word_is_a_word(tmp_path, tok):
     lines = ["The survey measured how much infor-", "mation each lantern log carried, using diffusion-",
              "weighted sampling over the whole fleet of lamps in service."]
-    out = reconstruct(parsed(render(tmp_path / "hyphen.pdf", TITLE, lines)), is_word=tok.vocab.__contains__)
+    out = reconstruct(parsed(render(tmp_path / "hyphen.pdf", TITLE, lines)), is_word=tok.vocab.__contains__, classify=classify_paragraph)
     body = out["text"].to_pylist()[1]
     assert "information each" in body and "diffusion-weighted sampling" in body
 
@@ -102,13 +102,13 @@ def test_furniture_is_dropped_and_lone_headers_are_kept(tmp_path):
     lines = wrapped(BODY * 2)
     raw = parsed(render(tmp_path / "furniture.pdf", TITLE, lines, pages=2, header="HALVORSEN FIELD REPORT 2026",
                         extra=["\u00b7 \u00b7 \u00b7 \u00b7 \u00b7 \u00b7", "* * *"]))
-    texts = [r["text"] for r in reconstruct(raw).to_pylist()]
+    texts = [r["text"] for r in reconstruct(raw, classify=classify_paragraph).to_pylist()]
     assert not any("HALVORSEN FIELD REPORT" in t for t in texts)  # repeated on every page
     assert not any(re.fullmatch(r"[\d\s]+", t) for t in texts)  # page numbers
     assert not any(not re.search(r"[A-Za-z0-9]", t) for t in texts)  # ornaments
     assert any(t.startswith("Field crews carried") for t in texts)
     # A header on a one-page document is its content (the title a partitioner calls "Header").
-    one = reconstruct(parsed(render(tmp_path / "one.pdf", TITLE, wrapped(BODY), header="Field report")))
+    one = reconstruct(parsed(render(tmp_path / "one.pdf", TITLE, wrapped(BODY), header="Field report")), classify=classify_paragraph)
     assert "Field report" in one["text"].to_pylist()
 
 
@@ -134,7 +134,7 @@ def test_shared_pdfs_chunk_without_fragments_or_false_headings(path, tok):
     except ParseError as exc:  # the image-only one: no text layer, a recorded reason
         assert "no text layer" in str(exc)
         return
-    els = reconstruct(raw, is_word=tok.vocab.__contains__)
+    els = reconstruct(raw, is_word=tok.vocab.__contains__, classify=classify_paragraph)
     chunks = chunk_elements(els, doc_id="d", doc_version="v", tokenizer=tok, max_tokens=254, overlap_tokens=32,
                             min_tokens=64).to_pylist()
     assert chunks
@@ -151,7 +151,7 @@ def test_shared_pdfs_chunk_without_fragments_or_false_headings(path, tok):
 
 def test_multi_column_paper_keeps_its_sentences(tok):
     path = need(EXAMPLE_DOCS / "pdf" / "multi-column-2p.pdf")
-    texts = reconstruct(parsed(path), is_word=tok.vocab.__contains__)["text"].to_pylist()
+    texts = reconstruct(parsed(path), is_word=tok.vocab.__contains__, classify=classify_paragraph)["text"].to_pylist()
     assert any("relies on efficient passage retrieval" in t for t in texts)  # "ef- ﬁcient" across a line
     assert any(t.startswith("Retrieval in open-domain QA is usually implemented using TF-IDF") for t in texts)
     titles = [t for t in texts if t in ("Abstract", "1 Introduction", "2 Background", "3.1 Overview")]
