@@ -378,13 +378,7 @@ def _lines_left_unclassified() -> Iterator[None]:
     its own is what made body lines into false headings. ``reconstruct`` joins the lines first.
     Not thread-safe (it swaps two module attributes); parser workers parse one document at a time.
     """
-    import importlib
-
-    module = importlib.import_module(_TEXT_MODULE)
-    missing = [name for name in _SPACY_PREDICATES if not hasattr(module, name)]
-    if missing:
-        raise RuntimeError(f"{_TEXT_MODULE}.{missing[0]} no longer exists in this unstructured version; "
-                           "update ingest_platform/parsing.py::_lines_left_unclassified")
+    module = _text_classifier_module()
     saved = {name: getattr(module, name) for name in _SPACY_PREDICATES}
     for name in _SPACY_PREDICATES:
         setattr(module, name, _never)
@@ -393,6 +387,19 @@ def _lines_left_unclassified() -> Iterator[None]:
     finally:
         for name, value in saved.items():
             setattr(module, name, value)
+
+
+def _text_classifier_module():
+    """unstructured's text partitioner module, loudly if the two tests are no longer in it: a
+    platform problem to fix here, not a broken file (so not a ParseError)."""
+    import importlib
+
+    module = importlib.import_module(_TEXT_MODULE)
+    missing = [name for name in _SPACY_PREDICATES if not hasattr(module, name)]
+    if missing:
+        raise RuntimeError(f"{_TEXT_MODULE}.{missing[0]} no longer exists in this unstructured version; "
+                           "update ingest_platform/parsing.py::_lines_left_unclassified")
+    return module
 
 
 def _never(*_args: Any, **_kwargs: Any) -> bool:
@@ -633,6 +640,8 @@ def _run_partitioner(
     """Partition and map every partitioner failure to a ParseError naming the format."""
     if fmt == "json":
         return _json_rows(data)
+    if fmt == "pdf":
+        _text_classifier_module()  # raises outside the try below: every PDF would fail alike
     try:
         return _element_rows(_partition(data, filename, fmt, settings))
     except ParseError:

@@ -22,7 +22,11 @@ What ``reconstruct`` does to one document's elements, in order:
 4. **End-of-line hyphenation** is undone where the joined word is a word (it occurs elsewhere in
    the document or in the model's vocabulary: ``infor-`` + ``mation``); otherwise the hyphen is
    kept and the space dropped (``diffusion-`` + ``weighted`` -> ``diffusion-weighted``).
-5. **Heading guard**: a ``Title`` that reads as a sentence fragment (starts in lower case, ends
+5. **Paragraphs are classified** once joined: the PDF partitioner leaves printed lines
+   ``UncategorizedText`` (``parsing._lines_left_unclassified``; position, bullets and patterns
+   still make Headers, Footers and ListItems), and a joined paragraph that could be a heading is
+   put to unstructured's own narrative and title tests (``classify``); a longer one is body text.
+6. **Heading guard**: a ``Title`` that reads as a sentence fragment (starts in lower case, ends
    with a comma, semicolon, hyphen or a function word, holds a sentence break, is long, or is a
    figure/table caption) becomes body text.
 

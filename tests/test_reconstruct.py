@@ -156,3 +156,39 @@ def test_multi_column_paper_keeps_its_sentences(tok):
     assert any(t.startswith("Retrieval in open-domain QA is usually implemented using TF-IDF") for t in texts)
     titles = [t for t in texts if t in ("Abstract", "1 Introduction", "2 Background", "3.1 Overview")]
     assert len(titles) == 4
+
+
+def _reconstructed(path: Path, tok) -> list[tuple[str, str]]:
+    rows = reconstruct(parsed(path), is_word=tok.vocab.__contains__, classify=classify_paragraph).to_pylist()
+    return [(r["type"], r["text"]) for r in rows]
+
+
+def test_pdf_lines_are_classified_once_joined_with_the_same_result(tmp_path, tok, monkeypatch):
+    """The partitioner leaves PDF lines unclassified (its spaCy tests ran once per printed line,
+    most of a PDF's parse time); ``reconstruct`` classifies the joined paragraphs that could be
+    headings. On real PDFs that gives exactly what classifying every line gave."""
+    import contextlib
+
+    import unstructured.partition.text as text_module
+
+    from ingest_platform import parsing
+
+    raw = parsed(render(tmp_path / "lines.pdf", TITLE, wrapped(BODY)))
+    types = dict(zip(raw["text"].to_pylist(), raw["type"].to_pylist()))
+    assert types[TITLE] == "UncategorizedText" and set(types.values()) == {"UncategorizedText", "Footer"}
+    assert text_module.is_possible_title is not parsing._never  # put back after the partition
+    files = [render(tmp_path / "report.pdf", TITLE, wrapped(BODY), pages=2, header="Field report")]
+    files += sorted((EXAMPLE_DOCS / "pdf").glob("*.pdf")) if (EXAMPLE_DOCS / "pdf").is_dir() else []
+    now = {f.name: _reconstructed(f, tok) for f in files if f.name != "single_table.pdf"}
+    monkeypatch.setattr(parsing, "_lines_left_unclassified", contextlib.nullcontext)
+    before = {f.name: _reconstructed(f, tok) for f in files if f.name != "single_table.pdf"}
+    assert now == before
+    assert ("Title", TITLE) in now["report.pdf"]
+
+
+def test_unclassified_lines_fail_loudly_if_unstructured_renames_its_tests(monkeypatch, tmp_path):
+    import unstructured.partition.text as text_module
+
+    monkeypatch.delattr(text_module, "is_possible_title")
+    with pytest.raises(RuntimeError, match="is_possible_title no longer exists"):
+        parse_path(render(tmp_path / "x.pdf", TITLE, wrapped(BODY)), None, None, ParsingSettings())
