@@ -98,11 +98,13 @@ def search_docs(retriever, text: str, mode: str, prefix: str, depth_docs: int = 
 # ---- the benchmark ------------------------------------------------------------------------------
 
 
-def build(dataset: Path, work: Path, name: str):
-    """Ingest the corpus with the platform's defaults; returns (settings, per-stage summaries, s)."""
+def build(dataset: Path, work: Path, name: str, model: str | None = None):
+    """Ingest the corpus with the platform's defaults (another embedding ``model`` if given);
+    returns (settings, per-stage summaries, s)."""
     from ingest_platform.pipeline import run_all
 
-    settings = make_settings(work, dataset / "corpus.jsonl", name)
+    overrides = {"embedding": {"model": model}} if model else {}
+    settings = make_settings(work, dataset / "corpus.jsonl", name, **overrides)
     started = time.perf_counter()
     stages = run_all(settings, promote=True)
     return settings, stages, time.perf_counter() - started
@@ -143,6 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--limit-queries", type=int, help="score only the first N judged queries")
     ap.add_argument("--work", type=Path, help="work folder for the platform's state (kept and reused)")
     ap.add_argument("--k", type=int, default=200, help="chunks asked of the query function per query (default 200)")
+    ap.add_argument("--model", help="embedding model instead of the default (e.g. all-MiniLM-L6-v2); its own "
+                                    "work folder and results file")
     args = ap.parse_args(argv)
 
     dataset = args.dataset.resolve()
@@ -150,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
         if not (dataset / needed).exists():
             ap.error(f"{dataset / needed} does not exist: not a BEIR folder")
     name = source_name(dataset)
-    work = (args.work or WORK / f"beir-{name}").resolve()
+    suffix = f"-{args.model}" if args.model else ""
+    work = (args.work or WORK / f"beir-{name}{suffix}").resolve()
     queries = load_queries(dataset)
     qrels = load_qrels(dataset, args.split)
     qids = [q for q in qrels if q in queries and any(r > 0 for r in qrels[q].values())]
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         qids = qids[: args.limit_queries]
     qrels = {q: qrels[q] for q in qids}
 
-    settings, stages, build_s = build(dataset, work, name)
+    settings, stages, build_s = build(dataset, work, name, args.model)
     runs, query_s = run_queries(settings, name, queries, qids, k=args.k)
     modes = {mode: score(runs[mode], qrels) for mode in MODES}
 
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
                 title=f"{name} {args.split}: {len(qids)} queries, {result['index']['documents']} documents, "
                       f"{result['index']['chunks']} chunks (build {build_s:.0f}s, "
                       f"{stages['embed']['embedded']} chunks embedded this run)")
-    out = args.out or RESULTS / f"beir-{name}-{args.split}.json"
+    out = args.out or RESULTS / f"beir-{name}-{args.split}{suffix}.json"
     write_json(out, result)
     return result
 

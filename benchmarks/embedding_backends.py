@@ -34,7 +34,7 @@ def export(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     fp32 = folder / "model.onnx"
     if not fp32.exists():
-        path = resolve_model_path("default")
+        path = resolve_model_path("all-MiniLM-L6-v2")
         tok = AutoTokenizer.from_pretrained(path)
         base = AutoModel.from_pretrained(path).eval()
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from ingest_platform.models import resolve_model_path
 
-    path = resolve_model_path("default")
+    path = resolve_model_path("all-MiniLM-L6-v2")
     tok = AutoTokenizer.from_pretrained(path)
     docs = [f"{r['title']}\n\n{r['text']}" for r in read_jsonl(SCIFACT / "corpus.jsonl")]
     random.Random(0).shuffle(docs)

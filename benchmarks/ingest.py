@@ -129,10 +129,10 @@ def _summary(result) -> dict:
 
 def bare_encode(settings) -> dict:
     """``SentenceTransformer.encode`` on the unique chunk texts the embed stage embedded, with a
-    separately loaded model and the same batch size: the floor the platform's embed stage is held to."""
-    from sentence_transformers import SentenceTransformer
-
-    from ingest_platform.models import resolve_model_path
+    separately loaded model and the same batch size: the floor the platform's embed stage is held to.
+    For a model that ships as ONNX, the bare ONNX Runtime encoder (``onnx_encoder``) instead."""
+    from ingest_platform import onnx_encoder
+    from ingest_platform.models import onnx_weights, resolve_model_path
     from ingest_platform.pipeline import load_enriched
 
     table = load_enriched(settings, ["text", "text_sha256"])
@@ -140,6 +140,14 @@ def bare_encode(settings) -> dict:
     for h, t in zip(table["text_sha256"].to_pylist(), table["text"].to_pylist()):
         unique.setdefault(h, t)
     texts = list(unique.values())
+    if onnx_weights(settings.embedding.model) is not None:
+        encoder = onnx_encoder.for_model(settings.embedding.model)
+        encoder.embed(texts[:8])  # warm-up, as the stage's model had
+        t, c = time.perf_counter(), time.process_time()
+        encoder.embed(texts)
+        return {"texts": len(texts), "wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c}
+    from sentence_transformers import SentenceTransformer
+
     model = SentenceTransformer(resolve_model_path(settings.embedding.model), device=settings.embedding.device)
     model.encode(texts[:8], batch_size=settings.embedding.batch_size)  # warm-up, as the stage's model had
     t, c = time.perf_counter(), time.process_time()

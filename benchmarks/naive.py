@@ -49,7 +49,7 @@ class NaiveIndex:
 
         from ingest_platform.embedding import get_embedder
 
-        self.embedder = get_embedder("default")
+        self.embedder = get_embedder("all-MiniLM-L6-v2")
         vectors = self._vectors(texts, work)
         db = lancedb.connect(str(work / "naive-lancedb"))
         db.drop_table("docs", ignore_missing=True)

@@ -133,16 +133,27 @@ def measure(settings, texts: list[str], k: int, clients: int, repeat_concurrent:
     retriever._encoder(pinned).memo_size = 0  # every call embeds, as the bare calls do
     table = pinned.table
     embedder = get_embedder(pinned.model_spec, settings.embedding.device)
-    model = embedder._model
     depth = {"vector": k, "keyword": k, "hybrid": max(k, q.candidates)}
 
     import torch
 
     threads = torch.get_num_threads()
+    if embedder._onnx is not None:
+        # A model that ships as ONNX: the bare call is ONNX Runtime's, separately loaded.
+        from ingest_platform import onnx_encoder
+
+        bare_models = {True: onnx_encoder.for_model(pinned.model_spec, threads=1),
+                       False: onnx_encoder.for_model(pinned.model_spec)}
 
     def bare_embed(text, one_thread=True):
-        """``SentenceTransformer.encode`` of the query; on one torch thread by default (the faster
-        way on this machine, see the README), else on torch's default thread count."""
+        """``SentenceTransformer.encode`` of the query (ONNX Runtime's run for an ONNX model); on
+        one thread by default (the faster way on this machine, see the README), else on the
+        library's default thread count."""
+        if embedder._onnx is not None:
+            t = time.perf_counter()
+            vec = bare_models[one_thread].embed([text])[0]
+            return vec, (time.perf_counter() - t) * 1000
+        model = embedder._model
         if one_thread:
             torch.set_num_threads(1)
         try:

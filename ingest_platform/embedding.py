@@ -1,4 +1,5 @@
-"""Sentence-transformers embeddings with a persistent cache keyed by (model id, text hash).
+"""Embeddings (sentence-transformers, or ONNX Runtime for a model that ships as ONNX) with a
+persistent cache keyed by (model id, text hash).
 
 Embedding dominates a build's cost on a CPU, so text that was embedded once, by this model, is
 never embedded again: not on the next run, not when the same paragraph appears in two documents.
@@ -20,8 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest_platform import faults, state
+from ingest_platform.models import DEFAULT_MODEL, document_prompt, onnx_weights, query_prompt, resolve_model_path
 from ingest_platform.models import model_id as _model_id
-from ingest_platform.models import resolve_model_path
 from ingest_platform.progress import Progress
 from ingest_platform.storage import SegmentStore
 
@@ -29,22 +30,34 @@ log = logging.getLogger(__name__)
 
 
 class Embedder:
-    """One loaded model. Texts are sorted by length before batching so padding stays small."""
+    """One loaded model. Texts are sorted by length before batching so padding stays small.
 
-    def __init__(self, model: str = "default", device: str = "cpu", batch_size: int = 64):
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
+    A model that ships as ONNX (``models.onnx_weights``) runs on ONNX Runtime, on the CPU whatever
+    ``device`` says; any other through sentence-transformers on ``device``."""
 
-        hf_logging.disable_progress_bar()  # a per-load weights bar is noise in logs and the CLI
+    def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu", batch_size: int = 64):
         self.spec = model
         self.model_id = _model_id(model)
         self.batch_size = batch_size
         self.device = device
+        # Neither torch modules nor an ONNX session's inference state is re-entrant; serialise encodes.
+        self._lock = threading.Lock()
+        self._onnx = None
+        if onnx_weights(model) is not None:
+            from ingest_platform import onnx_encoder
+
+            self._onnx = onnx_encoder.for_model(model)
+            self._prompts = (document_prompt(model), query_prompt(model))
+            self.dim = self._onnx.dim
+            self.max_seq_length = self._onnx.tokenizer.truncation["max_length"]
+            return
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a per-load weights bar is noise in logs and the CLI
         self._model = SentenceTransformer(resolve_model_path(model), device=device)
         self.dim = int(self._model.get_embedding_dimension())
         self.max_seq_length = int(self._model.max_seq_length)
-        # torch modules are not re-entrant across threads for inference state; serialise encodes.
-        self._lock = threading.Lock()
 
     def encode(
         self, texts: list[str], progress: Callable[[int], None] | None = None, chunk: int = 256
@@ -60,10 +73,13 @@ class Embedder:
         with self._lock:
             for start in range(0, len(order), chunk):
                 idx = order[start : start + chunk]
-                out[idx] = self._model.encode_document(
-                    [texts[i] for i in idx], batch_size=self.batch_size, normalize_embeddings=True,
-                    convert_to_numpy=True, show_progress_bar=False,
-                )
+                if self._onnx is not None:
+                    out[idx] = self._onnx.embed([self._prompts[0] + texts[i] for i in idx])
+                else:
+                    out[idx] = self._model.encode_document(
+                        [texts[i] for i in idx], batch_size=self.batch_size, normalize_embeddings=True,
+                        convert_to_numpy=True, show_progress_bar=False,
+                    )
                 if progress:
                     progress(len(idx))
         return out
@@ -73,6 +89,9 @@ class Embedder:
         machine whose cores LanceDB's threads also use, torch's spinning OpenMP workers stall
         some queries badly (2 cores, a busy run: p99 208 ms on two threads vs 39 ms on one; see
         benchmarks/README.md, "Query latency"). The lock serialises encodes, so the switch is safe."""
+        if self._onnx is not None:
+            with self._lock:
+                return self._onnx.embed([self._prompts[1] + text])[0]
         import torch
 
         with self._lock:
@@ -93,7 +112,7 @@ def _load(model: str, device: str) -> Embedder:
     return Embedder(model, device)
 
 
-def get_embedder(model: str = "default", device: str = "cpu", batch_size: int | None = None) -> Embedder:
+def get_embedder(model: str = DEFAULT_MODEL, device: str = "cpu", batch_size: int | None = None) -> Embedder:
     """Loaded once per process per (model, device) and shared: loading costs seconds."""
     embedder = _load(model, device)
     if batch_size:

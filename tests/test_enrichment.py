@@ -11,7 +11,7 @@ import pytest
 
 from ingest_platform.chunking import chunk_elements
 from ingest_platform.enrichment import enrich_chunks, file_stem, parse_timestamp
-from ingest_platform.models import load_tokenizer
+from ingest_platform.models import DEFAULT_MODEL, load_tokenizer
 from ingest_platform.schemas import CHUNKS, ELEMENTS, ENRICHED, MANIFEST
 
 MTIME = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
@@ -19,7 +19,7 @@ MTIME = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
 
 @pytest.fixture(scope="module")
 def tok():
-    return load_tokenizer("default")
+    return load_tokenizer(DEFAULT_MODEL)
 
 
 def ntok(tok, text: str) -> int:

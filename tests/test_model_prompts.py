@@ -24,7 +24,7 @@ PROMPTS = {"query": "query: ", "document": "passage: "}
 @pytest.fixture(scope="module")
 def prompted_model(tmp_path_factory) -> Path:
     """The bundled all-MiniLM-L6-v2 weights (linked, not copied) with prompts configured."""
-    src = Path(resolve_model_path("default"))
+    src = Path(resolve_model_path("all-MiniLM-L6-v2"))
     dst = tmp_path_factory.mktemp("models") / "minilm-with-prompts"
     dst.mkdir()
     for p in src.iterdir():
@@ -38,7 +38,7 @@ def prompted_model(tmp_path_factory) -> Path:
 def bare():
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(resolve_model_path("default"), device="cpu")
+    model = SentenceTransformer(resolve_model_path("all-MiniLM-L6-v2"), device="cpu")
     return lambda texts: model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
 
 

@@ -321,7 +321,7 @@ def test_pandoc_and_preflight_checks():
     assert offline.pandoc_available()
     assert "pandoc" in preflight.check_pandoc()
     assert "no download" in preflight.check_spacy()
-    assert Path(preflight.check_embedding_model()).is_dir()
+    assert "bge-small-en-v1.5 (384 dims)" in preflight.check_embedding_models()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from ingest_platform.chunking import HEADING_SEP, chunk_elements
 from ingest_platform.config import ParsingSettings
-from ingest_platform.models import load_tokenizer
+from ingest_platform.models import DEFAULT_MODEL, load_tokenizer
 from ingest_platform.parsing import ParseError, classify_paragraph, parse_path
 from ingest_platform.reconstruct import is_fragment, reconstruct
 
@@ -28,7 +28,7 @@ BODY = ("Field crews carried the Zephyr K7 lantern through a full winter in the 
 
 @pytest.fixture(scope="module")
 def tok():
-    return load_tokenizer("default")
+    return load_tokenizer(DEFAULT_MODEL)
 
 
 def words(text: str) -> str:
