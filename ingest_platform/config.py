@@ -139,10 +139,11 @@ class IndexSettings(_Strict):
 class QuerySettings(_Strict):
     # How hybrid search merges the vector and keyword lists (``query.fuse``): "zscore" adds the
     # weighted per-query z-scores of cosine similarity and BM25, "minmax" their min-max scaled
-    # values, "rrf" is reciprocal rank fusion. The defaults (z-score, equal weights, 50 candidates
+    # values, "rrf" is reciprocal rank fusion. The defaults (z-score, equal weights, 100 candidates
     # per list, chunk-level) were chosen by 5-fold cross-validation on SciFact train among all
     # three methods, both aggregates and a grid of weights and depths: the simplest choice less
-    # than two standard errors behind the best (benchmarks/fusion_cv.py, benchmarks/README.md).
+    # than two standard errors behind the best (benchmarks/fusion_cv.py, benchmarks/README.md),
+    # with the default embedding model (with all-MiniLM-L6-v2 the same method picked 50).
     fusion: Literal["zscore", "minmax", "rrf"] = "zscore"
     # What a chunk missing from one retriever's list gets from it: "chunk" nothing (its list's
     # floor), "document" the best contribution of a chunk of its document (query.fuse).
@@ -152,7 +153,7 @@ class QuerySettings(_Strict):
     keyword_weight: float = 0.5
     # Chunks each retriever returns for hybrid fusion (the z-scores are taken over these); a query
     # asking for more hits than this gets as many candidates as hits.
-    candidates: int = Field(default=50, ge=1)
+    candidates: int = Field(default=100, ge=1)
     cache_size: int = 1024
     trace: bool = True
     max_k: int = 1000
