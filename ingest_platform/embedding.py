@@ -49,7 +49,7 @@ class Embedder:
             self._onnx = onnx_encoder.for_model(model)
             self._prompts = (document_prompt(model), query_prompt(model))
             self.dim = self._onnx.dim
-            self.max_seq_length = self._onnx.tokenizer.truncation["max_length"]
+            self.max_seq_length = self._onnx.max_seq_length
             return
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging

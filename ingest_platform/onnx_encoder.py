@@ -43,6 +43,7 @@ class OnnxEncoder:
         if pooling not in ("cls", "mean"):
             raise ValueError(f"unknown pooling {pooling!r}: use 'cls' or 'mean'")
         self.pooling = pooling
+        self.max_seq_length = max_length
         self.tokenizer = Tokenizer.from_file(str(tokenizer))
         self.tokenizer.enable_truncation(max_length=max_length)
         self.tokenizer.no_padding()

@@ -254,3 +254,17 @@ def test_fidelity_renders_files_and_scores_them_beside_the_records(tmp_path):
     # chunk per line, and no fragment under the minimum except a whole short document.
     assert paths["pdf"]["chunks_per_document"] <= 1.2 * paths["records"]["chunks_per_document"]
     assert paths["pdf"]["chunks_under_min_tokens"] <= paths["records"]["chunks_under_min_tokens"] + 1
+
+
+def test_naive_script_scores_a_slice_with_a_named_model(mini, tmp_path):
+    """``python -m benchmarks.naive --model M``: whole documents embedded by the model it names."""
+    from benchmarks import naive
+
+    out = tmp_path / "naive.json"
+    result = naive.main([str(mini), "--model", "bge-small-en-v1.5", "--work", str(tmp_path / "work"),
+                         "--out", str(out)])
+    assert json.loads(out.read_text())["model"] == "bge-small-en-v1.5"
+    assert result["documents"] == 20 and result["queries"] == 5
+    assert set(result["modes"]) == {"vector", "keyword", "hybrid"}
+    for metrics in result["modes"].values():
+        assert 0.0 <= metrics["ndcg@10"] <= 1.0 and metrics["queries"] == 5
