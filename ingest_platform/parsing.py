@@ -23,6 +23,7 @@ import os
 import re
 import resource
 import signal
+import threading
 import zipfile
 from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
@@ -356,11 +357,20 @@ def _partition(data: bytes, filename: str, fmt: str, settings: ParsingSettings) 
     offline.prepare()
     partition = _partitioner(fmt)
     kwargs: dict[str, Any] = {"file": io.BytesIO(data), "metadata_filename": filename}
-    if fmt == "pdf":
-        kwargs["strategy"] = settings.pdf_strategy
-        with _lines_left_unclassified():
-            return partition(**kwargs)
-    return partition(**kwargs)
+    with _PARTITION_LOCK:
+        if fmt == "pdf":
+            kwargs["strategy"] = settings.pdf_strategy
+            with _lines_left_unclassified():
+                return partition(**kwargs)
+        return partition(**kwargs)
+
+
+# One partition at a time per process. A PDF's partition swaps two of unstructured's module
+# functions (``_lines_left_unclassified``), which every other partition in the process would see,
+# and overlapping swaps could leave the stand-ins in place for good; unstructured's spaCy pipeline
+# is shared too. Threads gain nothing here anyway (pure Python under the GIL): parallel parsing is
+# the parser pool's worker processes.
+_PARTITION_LOCK = threading.Lock()
 
 
 # unstructured's element_from_text (unstructured.partition.text) looks these up at call time.
@@ -376,7 +386,7 @@ def _lines_left_unclassified() -> Iterator[None]:
     Why: unstructured's fast PDF partitioner runs its narrative and title tests (a spaCy pass each)
     on every printed line, which was about 60% of a PDF's parse time, and a wrapped line judged on
     its own is what made body lines into false headings. ``reconstruct`` joins the lines first.
-    Not thread-safe (it swaps two module attributes); parser workers parse one document at a time.
+    Only under ``_PARTITION_LOCK``: it swaps two module attributes for the whole process.
     """
     module = _text_classifier_module()
     saved = {name: getattr(module, name) for name in _SPACY_PREDICATES}

@@ -192,3 +192,45 @@ def test_unclassified_lines_fail_loudly_if_unstructured_renames_its_tests(monkey
     monkeypatch.delattr(text_module, "is_possible_title")
     with pytest.raises(RuntimeError, match="is_possible_title no longer exists"):
         parse_path(render(tmp_path / "x.pdf", TITLE, wrapped(BODY)), None, None, ParsingSettings())
+
+
+def test_parsing_from_threads_matches_serial_and_restores_unstructured(tmp_path):
+    """PDF partitioning swaps two of unstructured's module functions for its duration. Parsed from
+    many threads at once (a serving app, an in-process executor), every file must give its serial
+    result, and the module must be left with its own functions afterwards: an overlapping swap
+    could restore the stand-in and turn off heading detection for every later text file."""
+    import threading
+
+    import unstructured.partition.text as text_module
+
+    original = {name: getattr(text_module, name) for name in ("is_possible_title", "is_possible_narrative_text")}
+    repo = Path(__file__).resolve().parents[1]
+    files = [render(tmp_path / "report.pdf", TITLE, wrapped(BODY)),
+             repo / "data" / "sample" / "company" / "onboarding-guide.pdf",
+             repo / "data" / "sample" / "policies" / "data-retention.txt"]
+
+    def result(path: Path) -> list:
+        return parse_path(path, None, None, ParsingSettings()).select(["type", "text"]).to_pylist()
+
+    serial = {f: result(f) for f in files}
+    got: list[tuple[Path, list]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def work(offset: int) -> None:
+        try:
+            start.wait()
+            for i in range(6):
+                f = files[(offset + i) % len(files)]
+                got.append((f, result(f)))
+        except BaseException as exc:  # reported below, with the thread's failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert {name: getattr(text_module, name) for name in original} == original
+    assert len(got) == 36 and all(rows == serial[f] for f, rows in got)
