@@ -45,6 +45,7 @@ from benchmarks import tune
 from benchmarks.beir import evaluate
 from benchmarks.common import (REPO, RESULTS, SCIFACT, WORK, load_qrels, load_queries, machine, print_table,
                                read_jsonl, source_name, write_json)
+from benchmarks.naive import record_text
 
 # The options ``ingest_platform.index`` builds its full-text index with.
 FTS_OPTIONS = dict(with_position=True, stem=True, remove_stop_words=True, language="English", lower_case=True,
@@ -265,7 +266,7 @@ def wholedoc_bm25(ctx: Context) -> Grid:
     docs = list(read_jsonl(ctx.corpus))
     table = ctx.fts_table("wholedoc_bm25", {
         "chunk_id": [str(d["_id"]) for d in docs], "doc_id": [ctx.prefix + str(d["_id"]) for d in docs],
-        "text": [f"{d.get('title') or ''}\n\n{d.get('text') or ''}" for d in docs]}, ("text",))
+        "text": [record_text(d) for d in docs]}, ("text",))
     keyword = {q: ctx.fts(table, keyword_query(ctx.texts[q])) for q in ctx.qids}
     for alpha in (0.5, 0.6, 0.7):
         yield {"alpha": alpha}, {q: tune.score_fusion({"vector": ctx.lists[q]["vector"], "keyword": keyword[q]},

@@ -43,6 +43,7 @@ from benchmarks import tune
 from benchmarks.beir import build, ndcg_at, recall_at, mrr_at
 from benchmarks.common import (REPO, RESULTS, SCIFACT, WORK, load_qrels, load_queries, machine, print_table,
                                read_jsonl, source_name, write_json)
+from benchmarks.naive import record_text
 
 DEPTHS = (50, 100, 200)
 VECTOR_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -156,7 +157,7 @@ def doc_bm25(settings, corpus: Path, prefix: str, texts: dict[str, str], work: P
     db = lancedb.connect(str(work / "fusion-cv-lancedb"))
     table = db.create_table("wholedoc", pa.table({
         "chunk_id": [str(d["_id"]) for d in docs], "doc_id": [prefix + str(d["_id"]) for d in docs],
-        "text": [f"{d.get('title') or ''}\n\n{d.get('text') or ''}" for d in docs]}), mode="overwrite")
+        "text": [record_text(d) for d in docs]}), mode="overwrite")
     table.create_fts_index("text", **FTS_OPTIONS)
     out = {}
     for qid, text in texts.items():
@@ -270,8 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
         from benchmarks.naive import NaiveIndex
 
         docs = list(read_jsonl(dataset / "corpus.jsonl"))
-        index = NaiveIndex([str(d["_id"]) for d in docs],
-                           [f"{d.get('title') or ''}\n\n{d.get('text') or ''}" for d in docs], work / "naive")
+        index = NaiveIndex([str(d["_id"]) for d in docs], [record_text(d) for d in docs], work / "naive")
         runs = index.runs(test_texts)
         naive = {mode: metrics(run) for mode, run in runs.items()}
         test_rows["naive whole-document RRF script (k=60)"] = naive["hybrid"]

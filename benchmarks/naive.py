@@ -46,6 +46,11 @@ def document_text(path: Path) -> str:
     return path.read_text(errors="replace")
 
 
+def record_text(record: dict) -> str:
+    """A BEIR record's whole text: its title, a blank line, its body."""
+    return f"{record.get('title') or ''}\n\n{record.get('text') or ''}"
+
+
 class NaiveIndex:
     """Whole-document vectors and BM25 in one LanceDB table."""
 
@@ -57,7 +62,7 @@ class NaiveIndex:
 
         self.embedder = get_embedder(model)
         vectors = self._vectors(texts, work)
-        db = lancedb.connect(str(work / "naive-lancedb"))  # one table, rebuilt each time
+        db = lancedb.connect(str(work / "naive-lancedb"))
         db.drop_table("docs", ignore_missing=True)
         flat = pa.array(vectors.ravel(), pa.float32())
         self.table = db.create_table("docs", pa.table({
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     queries = {q: t for q, t in load_queries(args.dataset).items() if q in qrels}
     started = time.perf_counter()
     index = NaiveIndex([str(d["_id"]) for d in docs],
-                       [f"{d.get('title') or ''}\n\n{d.get('text') or ''}" for d in docs], args.work, args.model)
+                       [record_text(d) for d in docs], args.work, args.model)
     build_s = time.perf_counter() - started
     modes = {mode: evaluate(run, qrels) for mode, run in index.runs(queries).items()}
     print_table(["mode", "nDCG@10", "recall@100", "MRR@10"],
