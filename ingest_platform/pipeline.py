@@ -206,7 +206,11 @@ class ParseSummary:
 
 
 def record_elements(payload: bytes) -> pa.Table:
-    """A record's title becomes a Title element; its text, one element per paragraph."""
+    """A record's title becomes a Title element; its text, one element per paragraph. The
+    language is unstructured's detector's on the whole record, as its partitioners give a file's
+    elements (so a ``language`` filter treats records and files alike)."""
+    from unstructured.partition.common.lang import detect_languages
+
     data = json.loads(payload)
     rows = []
     if data.get("title", "").strip():
@@ -214,8 +218,10 @@ def record_elements(payload: bytes) -> pa.Table:
     for para in (p.strip() for p in data.get("text", "").split("\n\n")):
         if para:
             rows.append({"type": "NarrativeText", "text": para})
+    languages = detect_languages("\n\n".join(r["text"] for r in rows)) if rows else None
     for i, row in enumerate(rows):
         row["element_index"] = i
+        row["languages"] = languages
     return conform(pa.Table.from_pylist(rows), ELEMENTS) if rows else ELEMENTS.empty_table()
 
 

@@ -238,3 +238,22 @@ def test_property_no_access_leak_in_any_mode(tmp_path_factory, data):
             for hit in res.hits:
                 assert allowed[hit.doc_id] & set(caller), (hit.doc_id, caller, mode)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_records_get_their_language_detected_like_files(tmp_path):
+    """Files get their language from unstructured's detector; records (JSONL) must too, or a
+    ``language`` filter silently drops every record-sourced document."""
+    records = tmp_path / "records.jsonl"
+    records.write_text("\n".join(json.dumps(r) for r in (
+        {"_id": "en", "title": "Lantern runtime",
+         "text": "The lantern kept most of its rated output until the battery fell below one fifth of its charge."},
+        {"_id": "de", "title": "Laufzeit der Laterne",
+         "text": "Die Laterne behielt den größten Teil ihrer Leistung, bis der Akku unter ein Fünftel seiner Ladung fiel."},
+    )))
+    s = make_settings(tmp_path, tmp_path, sources=[{"name": "r", "path": str(records), "access_groups": ["public"]}])
+    build(s)
+    chunks = pipeline.load_enriched(s, ["doc_id", "language"]).to_pylist()
+    assert {c["doc_id"]: c["language"] for c in chunks} == {"r:en": "eng", "r:de": "deu"}
+    r = Retriever(settings=s, trace=False)
+    hits = r.search("lantern battery charge", 5, mode="hybrid", groups=["public"], filters={"language": "deu"}).hits
+    assert [h.doc_id for h in hits] == ["r:de"]
