@@ -120,8 +120,8 @@ def parse_report(context: dg.OpExecutionContext, platform: PlatformSettings, par
 @dg.graph_asset(group_name=GROUP, kinds={"python", "parquet"},
                 ins={"document_manifest": dg.AssetIn(dagster_type=dg.Nothing)})
 def parsed_documents(document_manifest):
-    """Elements from unstructured, cached by content hash: a document is parsed once per content,
-    one shard per step. Failures (corrupt, encrypted, empty, too big, timed out) are recorded per
+    """Elements from unstructured, cached by content hash and parser version: a document is parsed
+    once per content and parser, one shard per step. Failures (corrupt, encrypted, empty, too big, timed out) are recorded per
     document, logged at WARNING, and listed with their reason; the ``documents_failed`` check
     turns the asset yellow."""
     return parse_report(parse_plan(start=document_manifest).map(parse_shard).collect())

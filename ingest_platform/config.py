@@ -22,6 +22,11 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ingest_platform.models import DEFAULT_MODEL
 
+# The platform's own parsing code (``ingest_platform.parsing``, ``pipeline.record_elements``): bump it
+# when that code changes what it makes of the same bytes, so parses cached by the older code are not
+# reused. 2: records get their language detected.
+PARSER_REVISION = 2
+
 CONFIG_ENV = "INGEST_PLATFORM_CONFIG"
 DEFAULT_CONFIG_NAME = "ingest-platform.toml"
 PUBLIC_GROUP = "public"
@@ -405,9 +410,21 @@ class Settings(BaseSettings):
 
         return self.index.uri or str(state.lancedb(self.state))
 
+    def parser_version(self) -> str:
+        """What, besides a document's own bytes, decides its parsed elements: the unstructured
+        release, the parse settings that change its output and ``PARSER_REVISION``. The parse cache
+        is keyed by it and ``pipeline_fingerprint`` contains it, so an upgraded parser re-parses and
+        re-chunks every document on the next run (vectors of unchanged text are reused)."""
+        from importlib.metadata import version
+
+        payload = {"unstructured": version("unstructured"), "pdf_strategy": self.parsing.pdf_strategy,
+                   "revision": PARSER_REVISION}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
     def pipeline_fingerprint(self) -> str:
         """What, besides a document's own bytes, decides its chunks: changing it re-chunks everything."""
         payload = {
+            "parser": self.parser_version(),
             "chunking": self.chunking.model_dump(),
             "redact": self.redact_sensitive,
             "default_groups": self.default_access_groups,

@@ -113,10 +113,10 @@ def _caches(settings: Settings, report: MaintenanceReport) -> None:
     manifest = mf.load_manifest(settings.state)
     live_content = {h for h, st in zip(manifest["content_sha256"].to_pylist(), manifest["status"].to_pylist())
                     if h and st != "deleted"}
-    fp = pipeline.parse_fingerprint(settings)
-    stores = {
-        "parsed_elements": (pipeline.parsed_store(settings), live_content),
-        "parse_failures": (pipeline.failure_store(settings), {f"{h}:{fp}" for h in live_content}),
+    fp, pv = pipeline.parse_fingerprint(settings), settings.parser_version()
+    stores = {  # rows of another parser (or parse settings) than the current one are dropped too
+        "parsed_elements": (pipeline.parsed_store(settings), {pipeline.parse_key(h, pv) for h in live_content}),
+        "parse_failures": (pipeline.failure_store(settings), {pipeline.parse_key(h, fp) for h in live_content}),
     }
     if pipeline.indexable_table(settings).written():
         indexed = set(pipeline.load_enriched(settings, ["text_sha256"])["text_sha256"].to_pylist())

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int], None] | None
 
-PARSED_SCHEMA = pa.schema([("content_sha256", pa.string()), *ELEMENTS])
+# Keyed by ``parse_key``: content hash and the parser that parsed it (``Settings.parser_version``).
+PARSED_SCHEMA = pa.schema([("parse_key", pa.string()), ("content_sha256", pa.string()), *ELEMENTS])
 FAILURE_SCHEMA = pa.schema([("cache_key", pa.string()), ("reason", pa.string())])
 
 
@@ -67,7 +68,12 @@ def scans_log(s: Settings) -> Path:
 
 
 def parsed_store(s: Settings) -> SegmentStore:
-    return SegmentStore(state.parsed_elements(s.state), PARSED_SCHEMA, "content_sha256")
+    return SegmentStore(state.parsed_elements(s.state), PARSED_SCHEMA, "parse_key")
+
+
+def parse_key(content_sha256: str, version: str) -> str:
+    """The parse caches' key: elements by ``Settings.parser_version``, failures by ``parse_fingerprint``."""
+    return f"{content_sha256}:{version}"
 
 
 def failure_store(s: Settings) -> SegmentStore:
@@ -75,10 +81,8 @@ def failure_store(s: Settings) -> SegmentStore:
 
 
 def parse_fingerprint(s: Settings) -> str:
-    """Parse failures are cached per content hash *and* these settings: raising a limit retries."""
-    from importlib.metadata import version
-
-    payload = {**s.parsing.model_dump(exclude={"workers"}), "unstructured": version("unstructured")}
+    """Parse failures are cached per content hash *and* the parser and its limits: raising a limit retries."""
+    payload = {**s.parsing.model_dump(exclude={"workers"}), "parser": s.parser_version()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -170,12 +174,12 @@ def known_parse_failures(settings: Settings, manifest) -> dict[str, str]:
             if r["status"] in mf.LIVE and r["content_sha256"]]
     failures = failure_store(settings)
     known = failures.keys()
-    wanted = {f"{r['content_sha256']}:{fp}" for r in rows} & set(known)
+    wanted = {parse_key(r["content_sha256"], fp) for r in rows} & set(known)
     if not wanted:
         return {}
     ftab = failures.read(sorted(wanted))
     reasons = dict(zip(ftab["cache_key"].to_pylist(), ftab["reason"].to_pylist()))
-    return {r["doc_id"]: reasons[k] for r in rows if (k := f"{r['content_sha256']}:{fp}") in reasons}
+    return {r["doc_id"]: reasons[k] for r in rows if (k := parse_key(r["content_sha256"], fp)) in reasons}
 
 
 def last_scans(settings: Settings) -> dict[str, datetime]:
@@ -261,7 +265,7 @@ def parse_shards(settings: Settings, shards: list[str] | None = None, *, progres
     started = time.perf_counter()
     result = ShardParse()
     manifest = mf.load_manifest(settings.state)
-    fp = parse_fingerprint(settings)
+    fp, pv = parse_fingerprint(settings), settings.parser_version()
     elements, failures = parsed_store(settings), failure_store(settings)
     done, failed_keys = elements.keys(), failures.keys()
     wanted = set(shards) if shards is not None else None
@@ -269,7 +273,7 @@ def parse_shards(settings: Settings, shards: list[str] | None = None, *, progres
     todo: dict[str, dict] = {}
     for r in rows:
         h = r["content_sha256"]
-        if h in done or f"{h}:{fp}" in failed_keys:
+        if parse_key(h, pv) in done or parse_key(h, fp) in failed_keys:
             result.cached += 1
         else:
             todo.setdefault(h, r)
@@ -313,10 +317,10 @@ def finish_parse(settings: Settings, results: list[ShardParse]) -> ParseSummary:
     for r in results:
         doc_failures.update(r.transient)
     all_failed = failures.keys()
-    failed_hashes = {r["content_sha256"] for r in rows if f"{r['content_sha256']}:{fp}" in all_failed}
+    failed_hashes = {r["content_sha256"] for r in rows if parse_key(r["content_sha256"], fp) in all_failed}
     cached_reasons = {}
     if failed_hashes:
-        ftab = failures.read([f"{h}:{fp}" for h in failed_hashes])
+        ftab = failures.read([parse_key(h, fp) for h in failed_hashes])
         cached_reasons = {k.split(":")[0]: v for k, v in zip(ftab["cache_key"].to_pylist(), ftab["reason"].to_pylist())}
     for r in rows:
         reason = doc_failures.get(r["doc_id"]) or cached_reasons.get(r["content_sha256"])
@@ -349,6 +353,7 @@ def _parse_todo(settings, todo, fp, elements, failures, summary: ShardParse, pro
     are written in segments tagged with their document's shard, which is what the chunk step of
     that shard reads."""
     configs = {c.name: c for c in settings.sources}
+    pv = settings.parser_version()
     wanted = {r["doc_id"]: h for h, r in todo.items()}
     transient: dict[str, str] = {}
     batches: dict[str, list[pa.Table]] = defaultdict(list)
@@ -363,11 +368,11 @@ def _parse_todo(settings, todo, fp, elements, failures, summary: ShardParse, pro
     def done(key: str, result) -> None:
         nonlocal buffered
         if isinstance(result, ParseError):
-            fail_rows.append({"cache_key": f"{key}:{fp}", "reason": result.reason})
+            fail_rows.append({"cache_key": parse_key(key, fp), "reason": result.reason})
         else:
             shard = shard_of_hash[key]
             batch = batches[shard]
-            batch.append(_tag(result, key))
+            batch.append(_tag(result, key, pv))
             if len(batch) >= 64:  # a small table costs kilobytes of its own: fold them as they come
                 batches[shard] = [pa.concat_tables(batch).combine_chunks()]
             summary.parsed += 1
@@ -401,7 +406,7 @@ def _parse_todo(settings, todo, fp, elements, failures, summary: ShardParse, pro
                         continue
                     if row["size"] > limit:  # records too: one huge record once made 12,510 chunks
                         what = "record" if row["format"] == RECORD_FORMAT else "file"
-                        fail_rows.append({"cache_key": f"{h}:{fp}",
+                        fail_rows.append({"cache_key": parse_key(h, fp),
                                           "reason": f"{what} exceeds max_file_bytes ({row['size']} > {limit})"})
                         continue
                     try:
@@ -437,9 +442,10 @@ def _parse_todo(settings, todo, fp, elements, failures, summary: ShardParse, pro
     return transient
 
 
-def _tag(table: pa.Table, content_sha256: str) -> pa.Table:
+def _tag(table: pa.Table, content_sha256: str, version: str) -> pa.Table:
     table = conform(table, ELEMENTS)
-    return table.add_column(0, "content_sha256", pa.array([content_sha256] * table.num_rows, pa.string()))
+    table = table.add_column(0, "content_sha256", pa.array([content_sha256] * table.num_rows, pa.string()))
+    return table.add_column(0, "parse_key", pa.array([parse_key(content_sha256, version)] * table.num_rows, pa.string()))
 
 
 # ---- chunk & enrich -----------------------------------------------------------------------------
@@ -485,9 +491,9 @@ def pending_shards(settings: Settings, stage: str) -> list[str]:
     by the configured model."""
     n = settings.scale.shards
     if stage == "parse":
-        fp = parse_fingerprint(settings)
-        known = parsed_store(settings).keys() | {k.split(":")[0] for k in failure_store(settings).keys()
-                                                 if k.endswith(f":{fp}")}
+        fp, pv = parse_fingerprint(settings), settings.parser_version()
+        known = {k.split(":")[0] for k in parsed_store(settings).keys() if k and k.endswith(f":{pv}")} | {
+            k.split(":")[0] for k in failure_store(settings).keys() if k.endswith(f":{fp}")}
         return sorted({shard_of(r["doc_id"], n) for r in _live_rows(mf.load_manifest(settings.state))
                        if r["content_sha256"] not in known})
     if stage in ("chunk", "enrich"):
@@ -552,7 +558,8 @@ def chunk_shard(settings: Settings, shard: str, live_rows: pa.Table | None = Non
     if not todo and not dropped:
         return StageSummary(0, len(live), 0, previous.num_rows, time.perf_counter() - started)
     hashes = dict(zip(live_rows["doc_id"].to_pylist(), live_rows["content_sha256"].to_pylist()))
-    elements = parsed_store(settings).read({hashes[d] for d in todo}, tag=shard)
+    pv = settings.parser_version()
+    elements = parsed_store(settings).read({parse_key(hashes[d], pv) for d in todo}, tag=shard)
     by_hash = _group_rows(elements, "content_sha256")
     tokenizer = load_tokenizer(settings.embedding.model)
     vocab = tokenizer.get_vocab()

@@ -69,7 +69,7 @@ def _index(s, e):
 STAGES: tuple[Stage, ...] = (
     Stage("scan", "document_manifest", _scan, "list every source, hash what changed: the manifest"),
     Stage("revoke", "production_revocations", _revoke, "deletions and revoked groups leave production now"),
-    Stage("parse", "parsed_documents", _parse, "unstructured, per shard, cached by content hash"),
+    Stage("parse", "parsed_documents", _parse, "unstructured, per shard, cached by content hash and parser version"),
     Stage("chunk", "chunks", _chunk, "PDF lines joined, structure-aware chunks, per shard"),
     Stage("enrich", "enriched_chunks", _enrich, "metadata and flags per shard, then the corpus-wide guardrails"),
     Stage("embed", "embeddings", _embed, "vectors the cache lacks, one shard in memory at a time"),

@@ -13,8 +13,8 @@ Layout::
     <home>/
       manifest.parquet            the document manifest (one row per document ever seen)
       scans.jsonl                 one line per source per scan: listed, or why not
-      parsed/elements/            parse cache: element segments keyed by content hash
-      parsed/failures/            parse failures keyed by content hash + parse settings
+      parsed/elements/            parse cache: element segments keyed by content hash + parser version
+      parsed/failures/            parse failures keyed by content hash + parser and parse settings
       chunks/<shard>.parquet  enriched/<shard>.parquet  indexable/<shard>.parquet
       minhash.parquet  corpus-report.json
       embeddings/<model>/         vector segments keyed by text hash

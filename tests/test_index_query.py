@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
@@ -240,9 +241,8 @@ def test_property_no_access_leak_in_any_mode(tmp_path_factory, data):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_records_get_their_language_detected_like_files(tmp_path):
-    """Files get their language from unstructured's detector; records (JSONL) must too, or a
-    ``language`` filter silently drops every record-sourced document."""
+def two_language_records(tmp_path):
+    """Settings for a record source of one English and one German record (ids r:en and r:de)."""
     records = tmp_path / "records.jsonl"
     records.write_text("\n".join(json.dumps(r) for r in (
         {"_id": "en", "title": "Lantern runtime",
@@ -250,10 +250,51 @@ def test_records_get_their_language_detected_like_files(tmp_path):
         {"_id": "de", "title": "Laufzeit der Laterne",
          "text": "Die Laterne behielt den größten Teil ihrer Leistung, bis der Akku unter ein Fünftel seiner Ladung fiel."},
     )))
-    s = make_settings(tmp_path, tmp_path, sources=[{"name": "r", "path": str(records), "access_groups": ["public"]}])
+    return make_settings(tmp_path, tmp_path, sources=[{"name": "r", "path": str(records), "access_groups": ["public"]}])
+
+
+def test_records_get_their_language_detected_like_files(tmp_path):
+    """Files get their language from unstructured's detector; records (JSONL) must too, or a
+    ``language`` filter silently drops every record-sourced document."""
+    s = two_language_records(tmp_path)
     build(s)
     chunks = pipeline.load_enriched(s, ["doc_id", "language"]).to_pylist()
     assert {c["doc_id"]: c["language"] for c in chunks} == {"r:en": "eng", "r:de": "deu"}
     r = Retriever(settings=s, trace=False)
     hits = r.search("lantern battery charge", 5, mode="hybrid", groups=["public"], filters={"language": "deu"}).hits
     assert [h.doc_id for h in hits] == ["r:de"]
+
+
+def test_a_parser_upgrade_reparses_unchanged_documents(tmp_path, monkeypatch):
+    """Parsed elements are cached by content hash. If the code that parsed them is not part of the
+    key, an upgraded parser (a new unstructured release, or this platform's records getting their
+    language detected) never reaches a document whose bytes did not change: its chunks keep what
+    the old code made. Here the 'old code' is the platform before records had a language."""
+    from ingest_platform import config
+
+    s = two_language_records(tmp_path)
+    current = pipeline.record_elements
+    old_revision = getattr(config, "PARSER_REVISION", 0) - 1
+    with monkeypatch.context() as old:
+        old.setattr(pipeline, "record_elements",
+                    lambda payload: current(payload).drop_columns(["languages"]).append_column(
+                        "languages", pa.nulls(current(payload).num_rows, pa.list_(pa.string()))))
+        old.setattr(config, "PARSER_REVISION", old_revision, raising=False)
+        build(s)
+    languages = lambda: {c["doc_id"]: c["language"] for c in pipeline.load_enriched(s, ["doc_id", "language"]).to_pylist()}
+    assert languages() == {"r:en": "und", "r:de": "und"}
+
+    out = build(s)  # the upgraded platform, same bytes
+    assert out["parse"]["parsed"] == 2 and out["parse"]["cached"] == 0
+    assert languages() == {"r:en": "eng", "r:de": "deu"}
+    assert out["embed"]["embedded"] == 0  # the texts did not change: their vectors are reused
+    hits = Retriever(settings=s, trace=False).search("lantern battery", 5, mode="hybrid", groups=["public"],
+                                                      filters={"language": "deu"}).hits
+    assert [h.doc_id for h in hits] == ["r:de"]
+
+    again = build(s)  # nothing changed since: nothing is parsed again
+    assert again["parse"]["parsed"] == 0
+    from ingest_platform.maintenance import maintain
+
+    assert maintain(s).cache_rows_dropped["parsed_elements"] == 2  # the old parser's elements go
+    assert {k.split(":")[1] for k in pipeline.parsed_store(s).keys()} == {s.parser_version()}
