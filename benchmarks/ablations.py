@@ -3,11 +3,11 @@
     python -m benchmarks.ablations [DATASET_DIR] [--split train] [--out FILE.json]
                                    [--variants a,b] [--limit-queries N] [--work DIR]
 
-Why: the defaults that ship (chunk-level z-score fusion of cosine similarity and BM25, weights
-0.6/0.4, 200 candidates per retriever; ``ingest_platform.query.fuse``) were chosen by
-``benchmarks.tune``. Other ideas were tried beside them and rejected; this benchmark keeps them as
-code so the README can show what was tried, by how much it moved nDCG@10, and so anyone can rerun
-them. They are scored on the train split only (``--split test`` is refused): the test split stays
+Why: the defaults that ship (chunk-level z-score fusion of cosine similarity and BM25 with the
+weights and depth of ``[query]``; ``ingest_platform.query.fuse``) were chosen by
+``benchmarks.fusion_cv``. Other ideas were tried beside them and rejected; this benchmark keeps them
+as code so the README can show what was tried, by how much it moved nDCG@10, and so anyone can
+rerun them. They are scored on the train split only (``--split test`` is refused): the test split stays
 the one that is reported.
 
 How: the corpus (default SciFact) is ingested as the BEIR benchmark does it (``benchmarks.beir.build``,
@@ -21,7 +21,9 @@ computed once and cached under ``<work>/ablations/``, keyed by model and texts.
 Each variant has a small fixed grid; the best grid point is reported (the best of a grid on train
 is also how ``benchmarks.tune`` picked the defaults), with its nDCG@10 minus the shipped default's
 on the same queries. A variant with a larger grid has more chances to win by noise: a delta of a
-few thousandths on ~800 queries is within it. Variants fused per document (best chunk per list,
+few thousandths on ~800 queries is within it. Most grids also move the vector weight, which on its
+own moves the score: the ``shipped_weights`` control is the shipped fusion at those weights, so a
+variant's gain over it at the same weight is what the variant adds. Variants fused per document (best chunk per list,
 ``benchmarks.tune.score_fusion``) compare best against ``doc_zscore``, that fusion on the shipped
 lists.
 """
@@ -43,6 +45,7 @@ import numpy as np
 
 from benchmarks import tune
 from benchmarks.beir import evaluate
+from benchmarks.fusion_cv import paired, per_query
 from benchmarks.common import (REPO, RESULTS, SCIFACT, WORK, load_qrels, load_queries, machine, print_table,
                                read_jsonl, source_name, write_json)
 from benchmarks.naive import record_text
@@ -88,13 +91,18 @@ class Context:
         return Retriever(settings=self.settings, trace=False, cache_size=0)._pin()
 
     @cached_property
+    def _index_rows(self):
+        """The index's rows by chunk id: its scan order changes when the table is compacted, and the
+        embedding caches below are keyed by the texts in order."""
+        return self.pinned.table.to_arrow().select(["chunk_id", "doc_id", "title", "text", "vector"]).sort_by("chunk_id")
+
+    @cached_property
     def chunks(self) -> dict[str, list]:
-        table = self.pinned.table.to_arrow().select(["chunk_id", "doc_id", "title", "text"])
-        return table.to_pydict()
+        return self._index_rows.select(["chunk_id", "doc_id", "title", "text"]).to_pydict()
 
     @cached_property
     def chunk_vectors(self) -> np.ndarray:
-        column = self.pinned.table.to_arrow().column("vector").combine_chunks()
+        column = self._index_rows.column("vector").combine_chunks()
         return column.flatten().to_numpy().reshape(len(column), -1)
 
     @cached_property
@@ -209,6 +217,7 @@ def doc_signals(ctx: Context, q: str, how_v: str = "max", how_k: str = "max") ->
 # ---- the variants: each yields (parameters, run) over a fixed grid -------------------------------
 
 VARIANTS: dict[str, Callable[[Context], Grid]] = {}
+CONTROLS = ("shipped", "shipped_weights")  # always run: the baseline and the same fusion at other weights
 
 
 def variant(fn: Callable[[Context], Grid]) -> Callable[[Context], Grid]:
@@ -222,6 +231,14 @@ def shipped(ctx: Context) -> Grid:
     q = ctx.settings.query
     yield ({"fusion": q.fusion, "vector_weight": q.vector_weight, "keyword_weight": q.keyword_weight,
             "depth": q.candidates}, {qid: ctx.shipped(ctx.lists[qid]) for qid in ctx.qids})
+
+
+@variant
+def shipped_weights(ctx: Context) -> Grid:
+    """Control: the shipped fusion at the vector weights the other grids try (what a weight shift alone buys)."""
+    for wv in (0.4, 0.6, 0.7):
+        yield ({"vector_weight": wv, "keyword_weight": round(1 - wv, 2)},
+               {q: ctx.shipped(ctx.lists[q], wv, round(1 - wv, 2)) for q in ctx.qids})
 
 
 @variant
@@ -378,8 +395,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--work", type=Path, help="work folder (default benchmarks/.work/beir-<dataset>, shared with "
                                               "benchmarks.beir and benchmarks.tune)")
     ap.add_argument("--limit-queries", type=int, help="score only the first N judged queries (smoke tests)")
-    ap.add_argument("--variants", help=f"comma-separated, of: {', '.join(v for v in VARIANTS if v != 'shipped')} "
-                                       "(default all; the shipped baseline always runs)")
+    ap.add_argument("--variants", help=f"comma-separated, of: {', '.join(v for v in VARIANTS if v not in CONTROLS)} "
+                                       "(default all; the shipped baseline and its weight control always run)")
     args = ap.parse_args(argv)
     if args.split == "test":
         print("refusing to run ablations on the test split", file=sys.stderr)
@@ -389,28 +406,45 @@ def main(argv: list[str] | None = None) -> dict:
         wanted = {v.strip() for v in args.variants.split(",") if v.strip()}
         if unknown := wanted - set(VARIANTS):
             ap.error(f"unknown variants: {', '.join(sorted(unknown))} (known: {', '.join(VARIANTS)})")
-        chosen = [v for v in VARIANTS if v == "shipped" or v in wanted]
+        chosen = [v for v in VARIANTS if v in CONTROLS or v in wanted]
 
     dataset = args.dataset.resolve()
     name = source_name(dataset)
     work = (args.work or WORK / f"beir-{name}").resolve()
     ctx = context(dataset, args.split, work, args.limit_queries)
 
-    results = []
+    results, best_per_query = [], {}
+    controls: dict[float, dict[str, float]] = {}  # vector weight -> per-query nDCG@10 of the shipped fusion
     for v in chosen:
         started = time.perf_counter()
-        grid = [{"params": params, **evaluate(run, ctx.qrels)} for params, run in VARIANTS[v](ctx)]
-        best = max(grid, key=lambda g: g["ndcg@10"])
-        results.append({"variant": v, "description": " ".join(VARIANTS[v].__doc__.split()), **best,
+        grid, per = [], []
+        for params, run in VARIANTS[v](ctx):
+            grid.append({"params": params, **evaluate(run, ctx.qrels)})
+            per.append(per_query(run, ctx.qrels, ctx.qids))
+            if v in CONTROLS:
+                controls[params["vector_weight"]] = per[-1]
+        i = max(range(len(grid)), key=lambda j: grid[j]["ndcg@10"])
+        best_per_query[v] = per[i]
+        results.append({"variant": v, "description": " ".join(VARIANTS[v].__doc__.split()), **grid[i],
                         "seconds": round(time.perf_counter() - started, 1), "grid": grid})
-        print(f"{v}: nDCG@10 {best['ndcg@10']:.4f} {best['params']} ({len(grid)} grid points, "
+        print(f"{v}: nDCG@10 {grid[i]['ndcg@10']:.4f} {grid[i]['params']} ({len(grid)} grid points, "
               f"{results[-1]['seconds']:.0f}s)", flush=True)
     base = results[0]["ndcg@10"]
     for r in results:
         r["delta_ndcg@10"] = r["ndcg@10"] - base
+        # Against the shipped fusion at the best point's own vector weight (``alpha`` is that weight
+        # in the document-level variants; a grid without one fuses at the shipped weight): what the
+        # variant adds beyond moving the weight.
+        w = r["params"].get("vector_weight", r["params"].get("alpha", ctx.settings.query.vector_weight))
+        if r["variant"] not in CONTROLS and w in controls:
+            r["control_vector_weight"] = w
+            r["delta_same_weight"], r["delta_same_weight_se"] = paired(best_per_query[r["variant"]], controls[w])
     results.sort(key=lambda r: -r["ndcg@10"])
-    print_table(["variant", "nDCG@10", "delta", "recall@100", "MRR@10", "best parameters"],
-                [[r["variant"], r["ndcg@10"], f"{r['delta_ndcg@10']:+.4f}", r["recall@100"], r["mrr@10"],
+    same = lambda r: (f"{r['delta_same_weight']:+.4f} ± {r['delta_same_weight_se']:.4f}"
+                      if "delta_same_weight" in r else "")
+    print_table(["variant", "nDCG@10", "delta", "vs shipped at same weight (± SE)", "recall@100", "MRR@10",
+                 "best parameters"],
+                [[r["variant"], r["ndcg@10"], f"{r['delta_ndcg@10']:+.4f}", same(r), r["recall@100"], r["mrr@10"],
                   " ".join(f"{k}={v}" for k, v in r["params"].items())] for r in results],
                 title=f"Ablations on {name} {args.split} ({len(ctx.qids)} queries), best grid point each, "
                       f"delta = nDCG@10 - shipped")

@@ -141,6 +141,13 @@ def test_ablations_score_the_shipped_default_and_every_variant(tmp_path, capsys)
         for name in ("ndcg@10", "recall@100", "mrr@10"):
             assert 0.0 <= v[name] <= 1.0
         assert v["delta_ndcg@10"] == pytest.approx(v["ndcg@10"] - variants["shipped"]["ndcg@10"])
+    # Each variant is also compared with the shipped fusion at its best point's vector weight.
+    controls = {g["params"]["vector_weight"]: g["ndcg@10"]
+                for c in ("shipped", "shipped_weights") for g in variants[c]["grid"]}
+    for name in ("title_prefixed", "doc_zscore"):
+        v = variants[name]
+        assert controls[v["control_vector_weight"]] == pytest.approx(v["ndcg@10"] - v["delta_same_weight"])
+        assert v["delta_same_weight_se"] >= 0
     assert not result["dataset_dir"].startswith("/")
     # The embeddings it computed are cached: a second run embeds nothing and scores the same.
     capsys.readouterr()
@@ -148,7 +155,7 @@ def test_ablations_score_the_shipped_default_and_every_variant(tmp_path, capsys)
                             "--variants", "title_prefixed,title_vector"])
     assert "embedding" not in capsys.readouterr().out
     again = {v["variant"]: v for v in again["variants"]}
-    assert set(again) == {"shipped", "title_prefixed", "title_vector"}
+    assert set(again) == {"shipped", "shipped_weights", "title_prefixed", "title_vector"}
     assert all(again[v]["grid"] == variants[v]["grid"] for v in again)
     with pytest.raises(SystemExit):
         ablations.main([str(train), "--split", "test", "--out", str(out)])
