@@ -25,7 +25,7 @@ CHANGE_COLUMNS: list[Column] = [
     ("size_bytes_after", "int", "file size now"),
     ("hash_before", "string", "first 12 hex digits of the content SHA-256 before this run"),
     ("hash_after", "string", "first 12 hex digits of the content SHA-256 now"),
-    ("reason", "string", "why a failed document could not be indexed"),
+    ("reason", "string", "why a failed document could not be indexed; what changed of a changed one"),
 ]
 CHUNK_COLUMNS: list[Column] = [
     ("chunks_added", "int", "chunks whose text is new in the index"),

@@ -31,7 +31,7 @@ class DocChange:
     chunks_added: int | None = None
     chunks_removed: int | None = None
     chunks_kept: int | None = None
-    reason: str | None = None  # why a failed document failed
+    reason: str | None = None  # why a failed document failed; what changed of a changed one
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,9 +45,10 @@ def manifest_changes(previous: pa.Table, current: pa.Table) -> list[DocChange]:
     """The documents whose manifest row is news: new, changed, deleted, or failed where the previous
     manifest did not have them failed for the same reason. Ordered: failed first, then by status
     and name, so the first few (which go into run tags) are the ones a person most needs."""
-    before = {r["doc_id"]: r for r in previous.select(["doc_id", "status", "size", "content_sha256", "reason"]).to_pylist()}
+    columns = ["doc_id", "status", "size", "content_sha256", "meta_sha256", "reason"]
+    before = {r["doc_id"]: r for r in previous.select(columns).to_pylist()}
     out: list[DocChange] = []
-    for row in current.select(["doc_id", "status", "size", "content_sha256", "reason"]).to_pylist():
+    for row in current.select(columns).to_pylist():
         status, old = row["status"], before.get(row["doc_id"])
         if status not in CHANGE_STATUSES:
             continue
@@ -62,9 +63,22 @@ def manifest_changes(previous: pa.Table, current: pa.Table) -> list[DocChange]:
             size_bytes_after=None if deleted else row["size"],
             hash_before=_short(old["content_sha256"]) if old else (_short(row["content_sha256"]) if deleted else None),
             hash_after=None if deleted else _short(row["content_sha256"]),
-            reason=row["reason"] if status == "failed" else None,
+            reason=row["reason"] if status == "failed" else _what_changed(old, row) if status == "changed" else None,
         ))
     return sort_changes(out)
+
+
+def _what_changed(old: dict | None, row: dict) -> str | None:
+    """Why a document with the same id is processed again: its bytes, its metadata (sidecar, record
+    fields, access rules), or neither, when the settings that decide chunks or the parser changed
+    (``Settings.pipeline_fingerprint``): then every document changes at once, for a known reason."""
+    if old is None:
+        return None
+    if old["content_sha256"] != row["content_sha256"]:
+        return "content changed"
+    if old["meta_sha256"] != row["meta_sha256"]:
+        return "metadata or access changed"
+    return "same content: re-processed for new pipeline settings or parser version"
 
 
 def sort_changes(changes: list[DocChange]) -> list[DocChange]:

@@ -177,7 +177,8 @@ def cmd_run(args) -> int:
     lines += [f"  failed: {f['doc_id']}: {f['reason']}" for f in summary["failures"][:20]]
     if summary["noop"]:
         lines.append(summary["noop"])
-    lines += [f"  {c['status']}: {c['document']}" for c in summary["changes"][:20] if c["status"] != "failed"]
+    lines += [f"  {c['status']}: {c['document']}" + (f" ({c['reason']})" if c.get("reason") else "")
+              for c in summary["changes"][:20] if c["status"] != "failed"]
     for step, meta in summary["assets"].items():
         shown = {k: v for k, v in meta.items() if isinstance(v, int | float) or isinstance(v, str) and len(v) < 60}
         lines.append(f"{step}: {shown}")

@@ -71,7 +71,7 @@ def test_cli_contract_run_status_query_promote_rollback(tmp_path, capsys):
 
     write(root, "products/lanterns.md", "# Lantern catalogue\n\nThe Zephyr K7 now emits 1500 lumens.\n")
     code, out, _ = cli_main(capsys, "run", "--config", cfg)
-    assert code == 0 and "  changed: docs:products/lanterns.md" in out, out
+    assert code == 0 and "  changed: docs:products/lanterns.md (content changed)" in out, out
     new = json.loads(cli_main(capsys, "query", "Zephyr K7 lumens", "--home", str(home), "--json")[1])
     assert "1500" in new["hits"][0]["text"]
 

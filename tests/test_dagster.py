@@ -96,7 +96,7 @@ def test_changed_and_failed_documents_are_named(tmp_path):
         assert set(changes) == {"docs:support/hours.txt", "docs:broken.pdf"}
         edited = changes["docs:support/hours.txt"]
         assert edited["status"] == "changed" and edited["size_bytes_after"] > edited["size_bytes_before"]
-        assert edited["hash_before"] != edited["hash_after"]
+        assert edited["hash_before"] != edited["hash_after"] and edited["reason"] == "content changed"
         tag = instance.get_run_by_id(result.run_id).tags["ingest_platform/changes"]
         assert "changed: docs:support/hours.txt" in tag and "docs:broken.pdf" in tag
         index_changes = {c["document"]: c for c in table_rows(mats["candidate_index"].metadata["changes"].value)}

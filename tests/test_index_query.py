@@ -286,6 +286,8 @@ def test_a_parser_upgrade_reparses_unchanged_documents(tmp_path, monkeypatch):
 
     out = build(s)  # the upgraded platform, same bytes
     assert out["parse"]["parsed"] == 2 and out["parse"]["cached"] == 0
+    assert {c["document"]: (c["status"], c["reason"]) for c in out["scan"]["changes"]} == {
+        d: ("changed", "same content: re-processed for new pipeline settings or parser version") for d in ("r:en", "r:de")}
     assert languages() == {"r:en": "eng", "r:de": "deu"}
     assert out["embed"]["embedded"] == 0  # the texts did not change: their vectors are reused
     hits = Retriever(settings=s, trace=False).search("lantern battery", 5, mode="hybrid", groups=["public"],

@@ -142,9 +142,10 @@ def test_manifest_statuses_across_add_change_rename_delete(tmp_path):
     write(root, "support/new.txt", "A new document.")
     os.rename(root / "products" / "lanterns.md", root / "products" / "catalogue.md")
     (root / "hr" / "leave.md").unlink()
-    pipeline.scan(s, now=t0 + timedelta(hours=2))
+    edited = pipeline.scan(s, now=t0 + timedelta(hours=2))
     st = statuses(s)
     assert st["docs:policies/refund.md"] == "changed"
+    assert {c.document: c.reason for c in edited.changes}["docs:policies/refund.md"] == "content changed"
     assert st["docs:support/new.txt"] == "new" and st["docs:products/catalogue.md"] == "new"
     assert st["docs:products/lanterns.md"] == "deleted" and st["docs:hr/leave.md"] == "deleted"
     assert st["docs:support/hours.txt"] == "unchanged"
@@ -164,8 +165,9 @@ def test_sidecar_edit_changes_the_document(tmp_path):
     pipeline.scan(s)
     side = write(root, "policies/refund.md.meta.json", json.dumps({"access_groups": ["legal"]}))
     os.utime(side, (side.stat().st_mtime + 5, side.stat().st_mtime + 5))
-    pipeline.scan(s)
+    scan = pipeline.scan(s)
     assert statuses(s)["docs:policies/refund.md"] == "changed"
+    assert [(c.document, c.reason) for c in scan.changes] == [("docs:policies/refund.md", "metadata or access changed")]
     row = next(r for r in mf.load_manifest(s.state).to_pylist() if r["doc_id"] == "docs:policies/refund.md")
     assert row["access_groups"] == ["legal"]
 
