@@ -23,7 +23,8 @@ is also how ``benchmarks.tune`` picked the defaults), with its nDCG@10 minus the
 on the same queries. A variant with a larger grid has more chances to win by noise: a delta of a
 few thousandths on ~800 queries is within it. Most grids also move the vector weight, which on its
 own moves the score: the ``shipped_weights`` control is the shipped fusion at those weights, so a
-variant's gain over it at the same weight is what the variant adds. Variants fused per document (best chunk per list,
+variant's gain over it at the same weight (``delta_same_weight``, with the paired standard error)
+is what the variant adds. Variants fused per document (best chunk per list,
 ``benchmarks.tune.score_fusion``) compare best against ``doc_zscore``, that fusion on the shipped
 lists.
 """
