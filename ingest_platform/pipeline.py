@@ -292,7 +292,7 @@ def parse_shards(settings: Settings, shards: list[str] | None = None, *, progres
             return parse_many(jobs, ps, pool=pool)
 
         try:
-            result.transient = _parse_todo(settings, todo, fp, elements, failures, result, progress, ParseError,
+            result.transient = _parse_todo(settings, todo, fp, pv, elements, failures, result, progress, ParseError,
                                            parse_files)
         finally:
             if own and isinstance(pool, ParserPool):
@@ -343,7 +343,7 @@ def _live_rows(manifest: pa.Table) -> list[dict]:
             .to_pylist() if r["status"] in mf.LIVE and r["content_sha256"]]
 
 
-def _parse_todo(settings, todo, fp, elements, failures, summary: ShardParse, progress, ParseError,
+def _parse_todo(settings, todo, fp, pv, elements, failures, summary: ShardParse, progress, ParseError,
                 parse_many) -> dict[str, str]:
     """Read and parse ``todo`` (content hash -> manifest row); returns doc_id -> transient reason.
 
@@ -353,7 +353,6 @@ def _parse_todo(settings, todo, fp, elements, failures, summary: ShardParse, pro
     are written in segments tagged with their document's shard, which is what the chunk step of
     that shard reads."""
     configs = {c.name: c for c in settings.sources}
-    pv = settings.parser_version()
     wanted = {r["doc_id"]: h for h, r in todo.items()}
     transient: dict[str, str] = {}
     batches: dict[str, list[pa.Table]] = defaultdict(list)
