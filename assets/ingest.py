@@ -106,6 +106,8 @@ def parse_report(context: dg.OpExecutionContext, platform: PlatformSettings, par
     summary = pipeline.finish_parse(platform.get(), [pipeline.ShardParse(**r) for r in results])
     for f in summary.new_failures:
         context.log.warning(f"failed: {f['doc_id']}: {f['reason']}")
+    for f in summary.stale:
+        context.log.warning(f"stale: {f['doc_id']}: {f['reason']}")
     context.log.info(f"parsed {summary.parsed}, cached {summary.cached}, "
                      f"failed {summary.failed} ({len(summary.new_failures)} in this run)")
     context.add_output_metadata({
@@ -114,6 +116,7 @@ def parse_report(context: dg.OpExecutionContext, platform: PlatformSettings, par
         "elements": summary.elements, "shards_parsed": len(results), "seconds": round(summary.seconds, 3),
         "docs_per_second": meta.per_second(summary.parsed, summary.seconds),
         "failures": meta.failures_table(summary.failures),
+        "documents_stale": len(summary.stale), "stale": meta.failures_table(summary.stale),
     })
 
 

@@ -175,6 +175,7 @@ def cmd_run(args) -> int:
         f"documents: {summary['documents']['total']} {summary['documents']['by_status']}",
     ]
     lines += [f"  failed: {f['doc_id']}: {f['reason']}" for f in summary["failures"][:20]]
+    lines += [f"  WARNING stale: {f['doc_id']}: {f['reason']}" for f in summary["stale"][:20]]
     if summary["noop"]:
         lines.append(summary["noop"])
     lines += [f"  {c['status']}: {c['document']}" + (f" ({c['reason']})" if c.get("reason") else "")
@@ -258,7 +259,7 @@ def _run_summary(result, settings) -> dict:
         "invisible_chunks": invisible,
         "run_id": result.run_id, "success": result.success,
         "documents": {"total": docs["total"], "by_status": docs["by_status"]},
-        "failures": docs["failures"], "assets": assets, "checks": checks, "blocked_by": blocked,
+        "failures": docs["failures"], "stale": docs["stale"], "assets": assets, "checks": checks, "blocked_by": blocked,
         "warnings": warnings, "promotion_refused": refused,
         "unavailable_sources": unavailable_sources(settings),
         "deletions_held": sorted(promotion.held_deletions(settings)),
@@ -285,12 +286,14 @@ def cmd_status(args) -> int:
         "home": str(settings.home),
         "documents": {"total": docs["total"], "by_status": docs["by_status"]},
         "failures": docs["failures"],
+        "stale": docs["stale"],
         "unavailable_sources": down,
         "deletions_held": hold,
         "index": {"tags": store.tags(), "history": [e.__dict__ for e in store.history()[-10:]]},
     }
     human = [f"documents: {docs['total']}  " + "  ".join(f"{k}={v}" for k, v in docs["by_status"].items())]
     human += [f"  failed: {f['doc_id']}: {f['reason']}" for f in docs["failures"]]
+    human += [f"  WARNING stale: {f['doc_id']}: {f['reason']}" for f in docs["stale"]]
     human += [f"WARNING source unavailable (documents kept): {why}" for why in down.values()]
     if hold:
         human.append(f"WARNING {len(hold['documents'])} deletions held: "

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from ingest_platform import state
 from ingest_platform.schemas import MANIFEST
-from ingest_platform.sources import RECORD_FORMAT, ScanItem
+from ingest_platform.sources import RECORD_FORMAT, ScanItem, is_outage, unreadable
 from ingest_platform.storage import atomic_write_parquet, read_parquet
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,9 @@ def reconcile(
             "last_seen": now, "reason": None,
         }
         if item.error:
+            if item.outage and _can_keep(old, item):
+                rows.append(_last_good(old, now, item.error))
+                continue
             row.update(content_sha256=None, doc_version=None, status="failed", reason=item.error)
             row["last_changed"] = old["last_changed"] if old and old.get("reason") == item.error else now
             rows.append(row)
@@ -121,9 +124,11 @@ def reconcile(
                     content = hashlib.sha256(item.read()).hexdigest()
                     hashed += 1
                 except OSError as exc:  # deleted or made unreadable since it was listed
+                    if is_outage(exc) and _can_keep(old, item):
+                        rows.append(_last_good(old, now, unreadable(exc)))
+                        continue
                     row.update(content_sha256=None, doc_version=None, status="failed",
-                               reason=f"unreadable: {type(exc).__name__}: {exc.strerror or exc}",
-                               last_changed=now)
+                               reason=unreadable(exc), last_changed=now)
                     rows.append(row)
                     continue
         version = doc_version(content, item.meta_sha256, pipeline_fingerprint)
@@ -150,6 +155,22 @@ def reconcile(
     return pa.Table.from_pylist(rows, schema=MANIFEST), hashed
 
 
+def _can_keep(old: dict | None, item: ScanItem) -> bool:
+    """A document the storage failed to read keeps its last good version when it has one and its
+    groups did not narrow: the served rows never reach anyone the document no longer allows."""
+    return (old is not None and old["status"] in LIVE and bool(old["doc_version"])
+            and set(old["access_groups"] or ()) <= set(item.access_groups))
+
+
+def _last_good(old: dict, now: datetime, reason: str) -> dict:
+    """The previous row, still served, with why it could not be refreshed (``summarize``'s ``stale``)."""
+    return {**old, "status": "unchanged", "last_seen": now, "reason": _kept(reason)}
+
+
+def _kept(reason: str) -> str:
+    return f"{reason}; its last good version is kept"
+
+
 def mark_failed(manifest: pa.Table, failures: dict[str, str]) -> pa.Table:
     """Record parse failures (doc_id -> reason) in the manifest; other rows are untouched."""
     if not failures:
@@ -159,6 +180,17 @@ def mark_failed(manifest: pa.Table, failures: dict[str, str]) -> pa.Table:
         reason = failures.get(row["doc_id"])
         if reason is not None:
             row["status"], row["reason"] = "failed", reason
+    return pa.Table.from_pylist(rows, schema=MANIFEST)
+
+
+def mark_stale(manifest: pa.Table, reasons: dict[str, str]) -> pa.Table:
+    """Record why live documents (doc_id -> reason) still serve their last good version."""
+    if not reasons:
+        return manifest
+    rows = manifest.to_pylist()
+    for row in rows:
+        if row["doc_id"] in reasons and row["status"] in LIVE:
+            row["reason"] = _kept(reasons[row["doc_id"]])
     return pa.Table.from_pylist(rows, schema=MANIFEST)
 
 
@@ -181,10 +213,17 @@ def summarize(manifest: pa.Table) -> dict:
             for r in rows
             if r["status"] == "failed"
         ],
+        # Live documents whose newest version could not be read (an outage): the last good one is
+        # served, and the reason says why.
+        "stale": [
+            {"doc_id": r["doc_id"], "source_uri": r["source_uri"], "reason": r["reason"]}
+            for r in rows
+            if r["status"] in LIVE and r["reason"]
+        ],
     }
 
 
 __all__ = [
     "RECORD_FORMAT", "STATUSES", "ScanSummary", "load_manifest", "save_manifest", "reconcile",
-    "mark_failed", "live_documents", "summarize", "manifest_path",
+    "mark_failed", "mark_stale", "live_documents", "summarize", "manifest_path",
 ]

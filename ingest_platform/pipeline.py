@@ -29,7 +29,7 @@ from ingest_platform.config import Settings
 from ingest_platform.progress import Progress
 from ingest_platform.schemas import CHUNKS, ELEMENTS, ENRICHED, MANIFEST, conform
 from ingest_platform.shards import ShardedTable, shard_of, split_by_shard
-from ingest_platform.sources import RECORD_FORMAT, make_source
+from ingest_platform.sources import RECORD_FORMAT, is_outage, make_source, unreadable
 from ingest_platform.storage import (SegmentStore, append_text, atomic_write_parquet, atomic_write_text, fingerprint,
                                      read_parquet, read_table)
 
@@ -207,6 +207,7 @@ class ParseSummary:
     seconds: float = 0.0
     failures: list[dict] = field(default_factory=list)  # every failed document: doc_id, source_uri, reason
     new_failures: list[dict] = field(default_factory=list)  # those that failed in this run
+    stale: list[dict] = field(default_factory=list)  # live documents serving their last good version, and why
 
 
 def record_elements(payload: bytes) -> pa.Table:
@@ -242,6 +243,9 @@ class ShardParse:
     elements: int = 0
     tried: list[str] = field(default_factory=list)  # documents sent to a parser
     transient: dict[str, str] = field(default_factory=dict)
+    # doc_id -> why its newest content could not be read for the storage's reasons (an outage, a
+    # save during the run): its last good chunks keep serving (``chunk_shard``).
+    stale: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -314,8 +318,13 @@ def finish_parse(settings: Settings, results: list[ShardParse]) -> ParseSummary:
     failures = failure_store(settings)
     rows = _live_rows(manifest)
     doc_failures: dict[str, str] = {}
+    stale: dict[str, str] = {}
     for r in results:
         doc_failures.update(r.transient)
+        stale.update(r.stale)
+    served = _chunked_documents(settings, stale)
+    for doc_id in [d for d in stale if d not in served]:  # no last good version to serve: failed
+        doc_failures[doc_id] = stale.pop(doc_id)
     all_failed = failures.keys()
     failed_hashes = {r["content_sha256"] for r in rows if parse_key(r["content_sha256"], fp) in all_failed}
     cached_reasons = {}
@@ -326,16 +335,27 @@ def finish_parse(settings: Settings, results: list[ShardParse]) -> ParseSummary:
         reason = doc_failures.get(r["doc_id"]) or cached_reasons.get(r["content_sha256"])
         if reason:
             doc_failures[r["doc_id"]] = reason
-    manifest = mf.mark_failed(manifest, doc_failures)
+    manifest = mf.mark_stale(mf.mark_failed(manifest, doc_failures), stale)
     mf.save_manifest(settings.state, manifest)
     # Every failed document (listing or parsing, this run or before): the same count the manifest
     # and the checks report. ``new_failures``: the ones that failed in this run.
-    summary.failures = [f for f in mf.summarize(manifest)["failures"]]
+    docs = mf.summarize(manifest)
+    summary.failures, summary.stale = docs["failures"], docs["stale"]
     summary.failed = len(summary.failures)
     tried = {d for r in results for d in r.tried}
     summary.new_failures = [f for f in summary.failures if f["doc_id"] in tried]
     summary.seconds = sum(r.seconds for r in results) + time.perf_counter() - started
     return summary
+
+
+def _chunked_documents(settings: Settings, doc_ids) -> set[str]:
+    """Which of ``doc_ids`` have chunks (of any version): a last good version to keep serving."""
+    table, n = chunk_table(settings), settings.scale.shards
+    written = set(table.written())
+    out: set[str] = set()
+    for shard in {shard_of(d, n) for d in doc_ids} & written:
+        out |= set(table.doc_versions(shard)) & set(doc_ids)
+    return out
 
 
 def _live_rows(manifest: pa.Table) -> list[dict]:
@@ -411,10 +431,10 @@ def _parse_todo(settings, todo, fp, pv, elements, failures, summary: ShardParse,
                     try:
                         data = item.read()
                     except OSError as exc:
-                        transient[item.doc_id] = f"unreadable: {type(exc).__name__}: {exc.strerror or exc}"
+                        (summary.stale if is_outage(exc) else transient)[item.doc_id] = unreadable(exc)
                         continue
-                    if hashlib.sha256(data).hexdigest() != h:
-                        transient[item.doc_id] = "changed between scan and parse: the next run picks up the new content"
+                    if hashlib.sha256(data).hexdigest() != h:  # saved during the run
+                        summary.stale[item.doc_id] = "changed between scan and parse: the next run picks up the new content"
                         continue
                     shard_of_hash[h] = shard_of(item.doc_id, settings.scale.shards)
                     if row["format"] == RECORD_FORMAT:  # records need no parser process
@@ -424,6 +444,9 @@ def _parse_todo(settings, todo, fp, pv, elements, failures, summary: ShardParse,
                     yield h, data, row["relpath"].rsplit("/", 1)[-1], row["format"]
             except (OSError, ValueError, ImportError) as exc:
                 log.warning("source %r unavailable while parsing: %s", name, exc)
+                for doc_id, h in wanted.items():  # an outage, not a deletion
+                    if todo[h]["source"] == name and doc_id not in seen:
+                        summary.stale.setdefault(doc_id, f"source {name!r} unavailable while parsing: {exc}")
 
     files = (r["format"] != RECORD_FORMAT for r in todo.values())
     if any(files):
@@ -432,7 +455,7 @@ def _parse_todo(settings, todo, fp, pv, elements, failures, summary: ShardParse,
     else:  # records only: no parser process to start
         for _ in jobs():
             pass
-    for doc_id in wanted.keys() - seen:
+    for doc_id in wanted.keys() - seen - summary.stale.keys():
         transient[doc_id] = "vanished: deleted or renamed between scan and parse"
     report.close()
     flush()
@@ -560,11 +583,16 @@ def chunk_shard(settings: Settings, shard: str, live_rows: pa.Table | None = Non
     pv = settings.parser_version()
     elements = parsed_store(settings).read({parse_key(hashes[d], pv) for d in todo}, tag=shard)
     by_hash = _group_rows(elements, "content_sha256")
+    # A parse always yields elements or a recorded failure (then the document is not live), so one
+    # without elements could not be read this run (``ShardParse.stale``): its last good chunks stay.
+    unread = [d for d in todo if hashes[d] not in by_hash]
+    if len(unread) == len(todo) and not dropped:
+        return StageSummary(0, len(live), 0, previous.num_rows, time.perf_counter() - started)
     tokenizer = load_tokenizer(settings.embedding.model)
     vocab = tokenizer.get_vocab()
     formats = dict(zip(live_rows["doc_id"].to_pylist(), live_rows["format"].to_pylist()))
     c = settings.chunking
-    parts = [keep]
+    parts = [keep, previous.filter(pc.is_in(previous["doc_id"], pa.array(unread, pa.string())))]
     for doc_id in todo:
         els = by_hash.get(hashes[doc_id])
         if els is None:
@@ -580,7 +608,8 @@ def chunk_shard(settings: Settings, shard: str, live_rows: pa.Table | None = Non
     out = pa.concat_tables([conform(p, CHUNKS) for p in parts])
     faults.point("chunk:before_write")
     table.write(shard, out)
-    return StageSummary(len(todo), len(live) - len(todo), dropped, out.num_rows, time.perf_counter() - started)
+    redone = len(todo) - len(unread)
+    return StageSummary(redone, len(live) - redone, dropped, out.num_rows, time.perf_counter() - started)
 
 
 def _group_rows(table: pa.Table, key: str) -> dict[str, pa.Table]:

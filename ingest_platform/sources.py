@@ -45,6 +45,9 @@ class ScanItem:
     title: str | None = None
     format_hint: str | None = None
     error: str | None = None
+    # ``error`` came from the storage, not the document (``is_outage``): the manifest keeps the
+    # document's last good version instead of dropping it.
+    outage: bool = False
     read: Callable[[], bytes] | None = None
     # Records carry their content inline, so their hash is known at scan time.
     content_sha256: str | None = None
@@ -57,6 +60,35 @@ class ScanItem:
             default=str,
         )
         return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# ---- outages --------------------------------------------------------------------------------------
+
+# Errors of the storage rather than of the document: a network share that hiccups, a stale NFS
+# handle, a timeout, a file another program holds locked. Permission denied is not one of them:
+# taking read access away is how some owners withdraw a file, so it fails closed (the document
+# leaves the index); so does a file that is gone (a deletion, seen as such by the next scan).
+OUTAGE_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "EIO", "ESTALE", "ETIMEDOUT", "EBUSY", "EAGAIN", "EINTR", "ENOLCK", "EDEADLK", "ENOTCONN", "ECONNRESET",
+    "ECONNABORTED", "ECONNREFUSED", "EHOSTDOWN", "EHOSTUNREACH", "ENETDOWN", "ENETUNREACH", "ENETRESET",
+    "EREMOTEIO", "ENOMEDIUM", "ECOMM",
+) if hasattr(errno, name))
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a failed read says nothing about the document itself (see ``OUTAGE_ERRNOS``), so
+    its last good version may keep serving.
+
+    Example: ``is_outage(OSError(errno.EIO, "Input/output error"))`` is True,
+    ``is_outage(PermissionError(errno.EACCES, "Permission denied"))`` is False."""
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in OUTAGE_ERRNOS
+
+
+def unreadable(exc: OSError) -> str:
+    """The one-line reason recorded for a file that could not be read."""
+    return f"unreadable: {type(exc).__name__}: {exc.strerror or exc}"
 
 
 # ---- globs --------------------------------------------------------------------------------------
@@ -205,6 +237,20 @@ class DirectorySource(Source):
             relpath=rel, size=size, mtime=_ts(mtime), access_groups=[], error=reason,
         )
 
+    def _outage(self, full: Path, rel: str, reason: str) -> ScanItem:
+        """A file the storage failed to stat: its groups are still resolved (rules and sidecar),
+        so the manifest keeps its last good version only if they did not narrow; a sidecar that
+        cannot be read leaves none (fail closed)."""
+        item = self._failed(rel, reason)
+        item.outage = True
+        try:
+            sidecar = full.with_name(full.name + SIDECAR_SUFFIX)
+            explicit = _split_sidecar(sidecar.read_bytes())[0] if sidecar.exists() else None
+            item.access_groups = resolve_groups(rel, self.cfg, self.default_groups, explicit)
+        except (OSError, ValueError):
+            pass
+        return item
+
     def _item(self, full: Path, rel: str, real_root: Path) -> ScanItem:
         try:
             if full.is_symlink():
@@ -217,7 +263,9 @@ class DirectorySource(Source):
         except OSError as exc:  # broken link, link loop, permission
             if exc.errno == errno.ELOOP:
                 return self._failed(rel, "symlink loop: not followed")
-            return self._failed(rel, f"unreadable: {type(exc).__name__}: {exc.strerror or exc}")
+            if is_outage(exc):
+                return self._outage(full, rel, unreadable(exc))
+            return self._failed(rel, unreadable(exc))
         if not stat.S_ISREG(st.st_mode):
             return self._failed(rel, "not a regular file", 0, st.st_mtime)
         if not os.access(full, os.R_OK):

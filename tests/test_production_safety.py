@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from ingest_platform import freshness, gates, pipeline, promotion
+from ingest_platform import manifest as mf
 from ingest_platform.config import load_settings
 from ingest_platform.errors import ConfigError, OperatorOnly, PromotionRefused
 from ingest_platform.index import CANDIDATE, PRODUCTION
 from ingest_platform.query import Retriever
+from ingest_platform.sources import ScanItem
 
 from .conftest import make_corpus, make_settings, write
 
@@ -201,6 +203,107 @@ def test_unreadable_folder_is_unavailable(tmp_path):
             assert "lanterns.md" in served(s, "Zephyr K7 lantern lumens")
     finally:
         (root / "products").chmod(0o755)
+
+
+def _stages_with(s, between_scan_and_parse) -> dict:
+    """``run_all``'s stages with something happening between the scan and the parse (a user saving
+    a file mid-run, a share dropping), then the candidate judged and promoted through the one door."""
+    from ingest_platform.stages import STAGES
+
+    out = {}
+    for stage in STAGES:
+        if stage.name == "parse":
+            between_scan_and_parse()
+        out[stage.name] = stage.run(s, None)
+    candidate = pipeline.index_store(s).tags()[CANDIDATE]
+    promotion.judge(s, candidate)
+    promotion.promote(s, candidate, why="test")
+    return out
+
+
+def stale_documents(s) -> dict[str, str]:
+    return {d["doc_id"]: d["reason"] for d in mf.summarize(mf.load_manifest(s.state))["stale"]}
+
+
+def test_a_document_saved_mid_run_keeps_serving_its_last_good_version(built, capsys):
+    """It used to be marked failed ("changed between scan and parse") and left the index until the
+    next run: a document vanished from search because someone saved it during a run."""
+    s, root = built
+    refund = root / "policies" / "refund.md"
+    refund.write_text(refund.read_text() + "\nStore credit is issued within 5 days.\n")
+    out = _stages_with(s, lambda: refund.write_text(refund.read_text() + "\nLoyalty points expire after 2 years.\n"))
+    assert out["parse"].failed == 0
+    assert "changed between scan and parse" in stale_documents(s)["docs:policies/refund.md"]
+    assert "refund.md" in served(s, REFUND)  # the last good version
+    assert [d["doc_id"] for d in out["parse"].stale] == ["docs:policies/refund.md"]
+    from ingest_platform.cli import main
+
+    capsys.readouterr()
+    assert main(["status", "--home", str(s.home), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert [d["doc_id"] for d in status["stale"]] == ["docs:policies/refund.md"] and status["failures"] == []
+    pipeline.run_all(s)  # the next run takes the newest content and the warning goes
+    assert "refund.md" in served(s, "loyalty points expire after 2 years")
+    assert stale_documents(s) == {}
+
+
+def test_a_source_lost_between_scan_and_parse_keeps_its_documents(built, tmp_path):
+    s, root = built
+    lanterns = root / "products" / "lanterns.md"
+    lanterns.write_text(lanterns.read_text() + "\n## Nova\n\nThe Nova beacon flashes red twice a second.\n")
+    _stages_with(s, lambda: shutil.move(root, tmp_path / "unmounted"))
+    assert "unavailable while parsing" in stale_documents(s)["docs:products/lanterns.md"]
+    assert "lanterns.md" in served(s, "Zephyr K7 lantern lumens")
+    shutil.move(tmp_path / "unmounted", root)
+    pipeline.run_all(s)
+    assert "lanterns.md" in served(s, "Nova beacon flashes red")
+    assert stale_documents(s) == {}
+
+
+def test_a_read_that_fails_for_the_storage_keeps_the_last_good_version(tmp_path):
+    """At the scan, an I/O error, a stale handle or a timeout is the storage's, not the document's:
+    the last good row is kept and reported. Permission denied, or groups narrower than the served
+    ones, may be a deliberate revocation: the document leaves the index (fail closed)."""
+    import errno
+
+    from ingest_platform.sources import is_outage
+
+    s = make_settings(tmp_path, make_corpus(tmp_path / "src"))
+    pipeline.scan(s)
+    previous = mf.load_manifest(s.state)
+    old = {r["doc_id"]: r for r in previous.to_pylist()}
+    doc = "docs:policies/refund.md"
+
+    def listing(error: OSError, groups=("public",)) -> list[ScanItem]:
+        def read() -> bytes:
+            raise error
+
+        items = []
+        for r in old.values():
+            item = ScanItem(doc_id=r["doc_id"], source=r["source"], source_uri=r["source_uri"], relpath=r["relpath"],
+                            size=r["size"] + (1 if r["doc_id"] == doc else 0), mtime=r["mtime"],
+                            access_groups=list(r["access_groups"]), format_hint=r["format"], title=r["title"],
+                            metadata=json.loads(r["metadata_json"]), read=read if r["doc_id"] == doc else None,
+                            content_sha256=None if r["doc_id"] == doc else r["content_sha256"])
+            if r["doc_id"] == doc:
+                item.access_groups = list(groups)
+            items.append(item)
+        return items
+
+    def row(items) -> dict:
+        table, _ = mf.reconcile(previous, items, pipeline_fingerprint=s.pipeline_fingerprint())
+        return next(r for r in table.to_pylist() if r["doc_id"] == doc)
+
+    for code in (errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EBUSY):
+        assert is_outage(OSError(code, os.strerror(code)))
+        kept = row(listing(OSError(code, os.strerror(code))))
+        assert kept["status"] == "unchanged" and kept["doc_version"] == old[doc]["doc_version"], kept
+        assert os.strerror(code) in kept["reason"] and "last good version" in kept["reason"]
+    for error in (PermissionError(errno.EACCES, "Permission denied"), FileNotFoundError(errno.ENOENT, "gone")):
+        assert not is_outage(error)
+        assert row(listing(error))["status"] == "failed"
+    narrowed = row(listing(OSError(errno.EIO, "Input/output error"), groups=("staff",)))
+    assert narrowed["status"] == "failed", "an outage must not keep serving a document whose groups narrowed"
 
 
 def test_sudden_drop_is_held_until_confirmed(tmp_path):
