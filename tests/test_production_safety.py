@@ -242,6 +242,12 @@ def test_a_document_saved_mid_run_keeps_serving_its_last_good_version(built, cap
     assert main(["status", "--home", str(s.home), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert [d["doc_id"] for d in status["stale"]] == ["docs:policies/refund.md"] and status["failures"] == []
+    from checks.document_checks import documents_failed
+    from resources import PlatformSettings
+
+    check = documents_failed(platform=PlatformSettings(home=str(s.home)))  # the UI's yellow WARN
+    assert not check.passed and check.metadata["documents_stale"].value == 1
+    assert "docs:policies/refund.md" in check.description and "last good version" in check.description
     pipeline.run_all(s)  # the next run takes the newest content and the warning goes
     assert "refund.md" in served(s, "loyalty points expire after 2 years")
     assert stale_documents(s) == {}
