@@ -18,7 +18,7 @@ from ingest_platform.config import load_settings
 from ingest_platform.errors import ConfigError, OperatorOnly, PromotionRefused
 from ingest_platform.index import CANDIDATE, PRODUCTION
 from ingest_platform.query import Retriever
-from ingest_platform.sources import ScanItem
+from ingest_platform.sources import ScanItem, make_source
 
 from .conftest import make_corpus, make_settings, write
 
@@ -284,17 +284,12 @@ def test_a_read_that_fails_for_the_storage_keeps_the_last_good_version(tmp_path)
         def read() -> bytes:
             raise error
 
-        items = []
-        for r in old.values():
-            item = ScanItem(doc_id=r["doc_id"], source=r["source"], source_uri=r["source_uri"], relpath=r["relpath"],
-                            size=r["size"] + (1 if r["doc_id"] == doc else 0), mtime=r["mtime"],
-                            access_groups=list(r["access_groups"]), format_hint=r["format"], title=r["title"],
-                            metadata=json.loads(r["metadata_json"]), read=read if r["doc_id"] == doc else None,
-                            content_sha256=None if r["doc_id"] == doc else r["content_sha256"])
-            if r["doc_id"] == doc:
-                item.access_groups = list(groups)
-            items.append(item)
-        return items
+        return [ScanItem(doc_id=r["doc_id"], source=r["source"], source_uri=r["source_uri"], relpath=r["relpath"],
+                         size=r["size"] + (r["doc_id"] == doc), mtime=r["mtime"], format_hint=r["format"],
+                         access_groups=list(groups if r["doc_id"] == doc else r["access_groups"]), title=r["title"],
+                         metadata=json.loads(r["metadata_json"]), read=read if r["doc_id"] == doc else None,
+                         content_sha256=None if r["doc_id"] == doc else r["content_sha256"])
+                for r in old.values()]
 
     def row(items) -> dict:
         table, _ = mf.reconcile(previous, items, pipeline_fingerprint=s.pipeline_fingerprint())
@@ -310,6 +305,14 @@ def test_a_read_that_fails_for_the_storage_keeps_the_last_good_version(tmp_path)
         assert row(listing(error))["status"] == "failed"
     narrowed = row(listing(OSError(errno.EIO, "Input/output error"), groups=("staff",)))
     assert narrowed["status"] == "failed", "an outage must not keep serving a document whose groups narrowed"
+    # A file the storage fails to stat still has its groups resolved (rules, sidecar), to compare.
+    source = make_source(s.sources[0], s.default_access_groups)
+    refund = source.root / "policies" / "refund.md"
+    assert source._outage(refund, "policies/refund.md", "unreadable: OSError: Input/output error").access_groups == ["public"]
+    revoke_public(source.root, "policies/refund.md")
+    assert source._outage(refund, "policies/refund.md", "unreadable").access_groups == ["staff"]
+    write(source.root, "policies/refund.md.meta.json", "{not json")
+    assert source._outage(refund, "policies/refund.md", "unreadable").access_groups == []  # fail closed
 
 
 def test_sudden_drop_is_held_until_confirmed(tmp_path):
