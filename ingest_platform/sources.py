@@ -348,8 +348,20 @@ class FsspecSource(Source):
             doc_id=self.doc_id(rel), source=self.name, source_uri=self._uri(path), relpath=rel,
             size=int(info.get("size") or 0), mtime=_ts(mtime),
             access_groups=resolve_groups(rel, self.cfg, self.default_groups, explicit),
-            metadata=metadata, read=lambda p=path: self.fs.cat_file(p),
+            metadata=metadata, read=lambda p=path: self._read(p),
         )
+
+    def _read(self, path: str) -> bytes:
+        """Each driver raises its own errors (botocore, aiohttp, ...). One that is not an
+        ``OSError`` is the storage's (a dropped connection, a timeout): it becomes an I/O error,
+        which the manifest and the parse stage treat as an outage (``is_outage``), instead of
+        escaping and stopping the run."""
+        try:
+            return self.fs.cat_file(path)
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see above
+            raise OSError(errno.EIO, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _info_mtime(info: dict) -> float:

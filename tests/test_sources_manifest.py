@@ -121,6 +121,40 @@ def test_fsspec_memory_and_file_uris(tmp_path):
     assert {i.relpath for i in file_items} == {"policies/refund.md", "products/lanterns.md", "support/hours.txt", "hr/leave.md"}
 
 
+def test_a_driver_error_on_read_is_an_outage_not_a_crash(tmp_path):
+    """fsspec drivers raise their own exceptions (botocore's connection errors are not OSErrors):
+    one on reading a document used to escape the scan and stop the run. Now it is an I/O error,
+    and the document keeps its last good version."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class FlakyFileSystem(MemoryFileSystem):  # a driver whose reads of one file fail like botocore's
+        protocol = "flaky"
+        store, pseudo_dirs = {}, [""]
+        failing = False
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            return super()._strip_protocol(path.replace("flaky://", "memory://", 1))
+
+        def cat_file(self, path, start=None, end=None, **kwargs):
+            if path.endswith("b.md") and self.failing:
+                raise RuntimeError("Could not connect to the endpoint URL")
+            return super().cat_file(path, start, end, **kwargs)
+
+    fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)
+    fs = fsspec.filesystem("flaky")
+    fs.pipe("/docs/a.md", b"# A\n\nalpha text")
+    fs.pipe("/docs/b.md", b"# B\n\nbeta text")
+    s = make_settings(tmp_path, tmp_path, sources=[{"name": "f", "path": "flaky:///docs", "access_groups": ["public"]}])
+    pipeline.scan(s)
+    fs.pipe("/docs/b.md", b"# B\n\nbeta text, edited")  # changed, so the next scan must read it
+    FlakyFileSystem.failing = True
+    pipeline.scan(s)
+    row = {r["doc_id"]: r for r in mf.load_manifest(s.state).to_pylist()}["f:b.md"]
+    assert row["status"] == "unchanged" and "RuntimeError: Could not connect" in row["reason"]
+    assert [d["doc_id"] for d in mf.summarize(mf.load_manifest(s.state))["stale"]] == ["f:b.md"]
+
+
 def test_source_flag_names():
     cfgs = sources_from_paths(["data/sample", "memory:///x/corpus.jsonl", "docs=/tmp/a", "other/sample"])
     assert [c.name for c in cfgs] == ["sample", "corpus", "docs", "sample-2"]
