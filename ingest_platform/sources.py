@@ -336,7 +336,7 @@ class FsspecSource(Source):
         side = path + SIDECAR_SUFFIX
         if side in names:
             try:
-                explicit, metadata = _split_sidecar(self.fs.cat_file(side))
+                explicit, metadata = _split_sidecar(self._read(side))
                 mtime = max(mtime, _info_mtime(self.fs.info(side)))
             except (OSError, ValueError) as exc:
                 return ScanItem(
