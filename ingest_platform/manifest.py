@@ -104,7 +104,7 @@ def reconcile(
             "last_seen": now, "reason": None,
         }
         if item.error:
-            if item.outage and _can_keep(old, item):
+            if item.outage and keeps_last_good(old, item):
                 rows.append(_last_good(old, now, item.error))
                 continue
             row.update(content_sha256=None, doc_version=None, status="failed", reason=item.error)
@@ -124,7 +124,7 @@ def reconcile(
                     content = hashlib.sha256(item.read()).hexdigest()
                     hashed += 1
                 except OSError as exc:  # deleted or made unreadable since it was listed
-                    if is_outage(exc) and _can_keep(old, item):
+                    if is_outage(exc) and keeps_last_good(old, item):
                         rows.append(_last_good(old, now, unreadable(exc)))
                         continue
                     row.update(content_sha256=None, doc_version=None, status="failed",
@@ -155,7 +155,7 @@ def reconcile(
     return pa.Table.from_pylist(rows, schema=MANIFEST), hashed
 
 
-def _can_keep(old: dict | None, item: ScanItem) -> bool:
+def keeps_last_good(old: dict | None, item: ScanItem) -> bool:
     """A document the storage failed to read keeps its last good version when it has one and its
     groups did not narrow: the served rows never reach anyone the document no longer allows."""
     return (old is not None and old["status"] in LIVE and bool(old["doc_version"])
@@ -225,5 +225,5 @@ def summarize(manifest: pa.Table) -> dict:
 
 __all__ = [
     "RECORD_FORMAT", "STATUSES", "ScanSummary", "load_manifest", "save_manifest", "reconcile",
-    "mark_failed", "mark_stale", "live_documents", "summarize", "manifest_path",
+    "mark_failed", "mark_stale", "keeps_last_good", "live_documents", "summarize", "manifest_path",
 ]

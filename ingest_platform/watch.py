@@ -56,7 +56,7 @@ def pending_changes(settings: Settings) -> ChangeSet:
                 out.new.append(item.doc_id)
                 continue
             if item.error:
-                if item.outage and old["status"] in mf.LIVE:
+                if item.outage and mf.keeps_last_good(old, item):
                     continue  # the storage failed, not the document: its last good version stays
                 if old["reason"] != item.error:
                     out.changed.append(item.doc_id)
