@@ -350,11 +350,10 @@ def finish_parse(settings: Settings, results: list[ShardParse]) -> ParseSummary:
 
 def _chunked_documents(settings: Settings, doc_ids) -> set[str]:
     """Which of ``doc_ids`` have chunks (of any version): a last good version to keep serving."""
-    table, n = chunk_table(settings), settings.scale.shards
-    written = set(table.written())
+    table, n, wanted = chunk_table(settings), settings.scale.shards, set(doc_ids)
     out: set[str] = set()
-    for shard in {shard_of(d, n) for d in doc_ids} & written:
-        out |= set(table.doc_versions(shard)) & set(doc_ids)
+    for shard in {shard_of(d, n) for d in wanted} & set(table.written()):
+        out |= set(table.doc_versions(shard)) & wanted
     return out
 
 
@@ -586,17 +585,16 @@ def chunk_shard(settings: Settings, shard: str, live_rows: pa.Table | None = Non
     # A parse always yields elements or a recorded failure (then the document is not live), so one
     # without elements could not be read this run (``ShardParse.stale``): its last good chunks stay.
     unread = [d for d in todo if hashes[d] not in by_hash]
-    if len(unread) == len(todo) and not dropped:
+    redo = [d for d in todo if hashes[d] in by_hash]
+    if not redo and not dropped:
         return StageSummary(0, len(live), 0, previous.num_rows, time.perf_counter() - started)
     tokenizer = load_tokenizer(settings.embedding.model)
     vocab = tokenizer.get_vocab()
     formats = dict(zip(live_rows["doc_id"].to_pylist(), live_rows["format"].to_pylist()))
     c = settings.chunking
     parts = [keep, previous.filter(pc.is_in(previous["doc_id"], pa.array(unread, pa.string())))]
-    for doc_id in todo:
-        els = by_hash.get(hashes[doc_id])
-        if els is None:
-            continue
+    for doc_id in redo:
+        els = by_hash[hashes[doc_id]]
         if formats.get(doc_id) in PAGED_FORMATS:  # printed lines back into paragraphs
             els = reconstruct(els, is_word=vocab.__contains__, classify=classify_paragraph)
         parts.append(chunk_elements(
@@ -608,8 +606,7 @@ def chunk_shard(settings: Settings, shard: str, live_rows: pa.Table | None = Non
     out = pa.concat_tables([conform(p, CHUNKS) for p in parts])
     faults.point("chunk:before_write")
     table.write(shard, out)
-    redone = len(todo) - len(unread)
-    return StageSummary(redone, len(live) - redone, dropped, out.num_rows, time.perf_counter() - started)
+    return StageSummary(len(redo), len(live) - len(redo), dropped, out.num_rows, time.perf_counter() - started)
 
 
 def _group_rows(table: pa.Table, key: str) -> dict[str, pa.Table]:
