@@ -99,6 +99,10 @@ class ParsingSettings(_Strict):
     # before embedding needs the cores: one per core (up to 4) parsed SciFact rendered as PDFs at
     # 1.9x the documents/s of one on 2 cores (benchmarks/README.md).
     workers: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)), ge=1)
+    # How many runs may try a document whose parse timed out or whose worker died before that is
+    # cached as its failure (``ParseError.retried``); meanwhile a live document keeps serving its
+    # last good version. Other parse failures are the document's own and are cached at once.
+    attempts: int = Field(default=3, ge=1)
 
 
 class ChunkingSettings(_Strict):

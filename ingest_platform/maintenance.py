@@ -117,6 +117,7 @@ def _caches(settings: Settings, report: MaintenanceReport) -> None:
     stores = {  # rows of another parser (or parse settings) than the current one are dropped too
         "parsed_elements": (pipeline.parsed_store(settings), {pipeline.parse_key(h, pv) for h in live_content}),
         "parse_failures": (pipeline.failure_store(settings), {pipeline.parse_key(h, fp) for h in live_content}),
+        "parse_attempts": (pipeline.attempt_store(settings), {pipeline.parse_key(h, fp) for h in live_content}),
     }
     if pipeline.indexable_table(settings).written():
         indexed = set(pipeline.load_enriched(settings, ["text_sha256"])["text_sha256"].to_pylist())

@@ -34,7 +34,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ingest_platform import offline, schemas
+from ingest_platform import faults, offline, schemas
 from ingest_platform.config import ParsingSettings
 
 logger = logging.getLogger(__name__)
@@ -190,6 +190,16 @@ class ParseError(Exception):
 
     def __repr__(self) -> str:
         return f"ParseError({self.reason!r})"
+
+    @property
+    def retried(self) -> bool:
+        """A timeout or a dead worker depends on the machine's load (a busy host, the OOM killer) as
+        much as on the document, so it is tried again in later runs (``[parsing] attempts``) before
+        it is cached as the document's failure."""
+        return self.code in RETRIED_CODES
+
+
+RETRIED_CODES = ("timed out", "parser crashed")
 
 
 _MAX_DETAIL_CHARS = 200
@@ -750,6 +760,7 @@ def _parse_task(
     every document would fail, so the error propagates to the caller instead of becoming a reason.
     """
     offline.prepare()
+    faults.point("parse:worker")
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):
             return parse_bytes(bytes(source), filename, fmt, settings)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -80,9 +80,15 @@ def failure_store(s: Settings) -> SegmentStore:
     return SegmentStore(state.parse_failures(s.state), FAILURE_SCHEMA, "cache_key")
 
 
+def attempt_store(s: Settings) -> SegmentStore:
+    """Parses that timed out or lost their worker, not cached as failures yet: one row per attempt,
+    keyed like ``failure_store``."""
+    return SegmentStore(state.parse_attempts(s.state), FAILURE_SCHEMA, "cache_key")
+
+
 def parse_fingerprint(s: Settings) -> str:
     """Parse failures are cached per content hash *and* the parser and its limits: raising a limit retries."""
-    payload = {**s.parsing.model_dump(exclude={"workers"}), "parser": s.parser_version()}
+    payload = {**s.parsing.model_dump(exclude={"workers", "attempts"}), "parser": s.parser_version()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -246,6 +252,8 @@ class ShardParse:
     # doc_id -> why its newest content could not be read for the storage's reasons (an outage, a
     # save during the run): its last good chunks keep serving (``chunk_shard``).
     stale: dict[str, str] = field(default_factory=dict)
+    # content hash -> why its parse is to be tried again (a timeout, a dead worker; ``[parsing] attempts``)
+    retrying: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -319,9 +327,11 @@ def finish_parse(settings: Settings, results: list[ShardParse]) -> ParseSummary:
     rows = _live_rows(manifest)
     doc_failures: dict[str, str] = {}
     stale: dict[str, str] = {}
+    retrying = {h: why for r in results for h, why in r.retrying.items()}
     for r in results:
         doc_failures.update(r.transient)
         stale.update(r.stale)
+    stale.update({r["doc_id"]: retrying[r["content_sha256"]] for r in rows if r["content_sha256"] in retrying})
     served = _chunked_documents(settings, stale)
     for doc_id in [d for d in stale if d not in served]:  # no last good version to serve: failed
         doc_failures[doc_id] = stale.pop(doc_id)
@@ -380,13 +390,22 @@ def _parse_todo(settings, todo, fp, pv, elements, failures, summary: ShardParse,
     limit = settings.parsing.max_file_bytes
     seen: set[str] = set()
     shard_of_hash: dict[str, str] = {}
+    attempts, attempt_rows = attempt_store(settings), []
+    allowed = settings.parsing.attempts
+    tried_before = Counter(attempts.read({parse_key(h, fp) for h in todo})["cache_key"].to_pylist())
 
     buffered = 0
 
     def done(key: str, result) -> None:
         nonlocal buffered
         if isinstance(result, ParseError):
-            fail_rows.append({"cache_key": parse_key(key, fp), "reason": result.reason})
+            row = {"cache_key": parse_key(key, fp), "reason": result.reason}
+            n = tried_before[row["cache_key"]] + 1
+            if result.retried and n < allowed:  # maybe the machine's fault: the next run tries again
+                attempt_rows.append(row)
+                summary.retrying[key] = f"{result.reason} (attempt {n} of {allowed}; tried again on the next run)"
+            else:
+                fail_rows.append({**row, "reason": f"{result.reason} ({n} attempts)"} if n > 1 else row)
         else:
             shard = shard_of_hash[key]
             batch = batches[shard]
@@ -460,6 +479,8 @@ def _parse_todo(settings, todo, fp, pv, elements, failures, summary: ShardParse,
     flush()
     if fail_rows:
         failures.append(pa.Table.from_pylist(fail_rows, schema=FAILURE_SCHEMA))
+    if attempt_rows:
+        attempts.append(pa.Table.from_pylist(attempt_rows, schema=FAILURE_SCHEMA))
     return transient
 
 

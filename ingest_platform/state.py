@@ -84,6 +84,11 @@ def parse_failures(home) -> Path:
     return root(home) / "parsed" / "failures"
 
 
+def parse_attempts(home) -> Path:
+    """One row per run that tried a document and hit a timeout or a dead worker (``[parsing] attempts``)."""
+    return root(home) / "parsed" / "attempts"
+
+
 def chunks(home) -> Path:
     """One Parquet file per shard (``ingest_platform.shards``)."""
     return root(home) / "chunks"

@@ -315,6 +315,63 @@ def test_a_read_that_fails_for_the_storage_keeps_the_last_good_version(tmp_path)
     assert source._outage(refund, "policies/refund.md", "unreadable").access_groups == []  # fail closed
 
 
+def _failures(s) -> dict[str, str]:
+    return {d["doc_id"]: d["reason"] for d in mf.summarize(mf.load_manifest(s.state))["failures"]}
+
+
+def _crash_parsers(s, monkeypatch, crash: bool) -> None:
+    """Every parser worker dies on its first document (``faults``), or none does. ``run_all`` keeps
+    its pool while the parse settings stay the same: a new worker count starts new workers, which
+    see the environment as it is now (the count is not part of the parse cache's key)."""
+    from ingest_platform import faults
+
+    if crash:
+        monkeypatch.setenv(faults.ENV, "parse:worker")
+    else:
+        monkeypatch.delenv(faults.ENV)
+    s.parsing.workers = 1 if s.parsing.workers > 1 else 2
+
+
+def test_a_parser_that_crashed_is_tried_again_before_the_failure_sticks(built, monkeypatch):
+    """A parse that timed out or whose worker died says as much about the machine (a busy host, the
+    OOM killer) as about the document. It used to be cached as the document's failure for good: the
+    edited document left the index and the new one never arrived, until someone changed the limits."""
+    s, root = built
+    refund = root / "policies" / "refund.md"
+    refund.write_text(refund.read_text() + "\nStore credit is issued within 5 days.\n")
+    write(root, "policies/gift-cards.md", "# Gift cards\n\nGift cards never expire and work in every store.\n")
+    _crash_parsers(s, monkeypatch, True)
+    out = pipeline.run_all(s)
+    assert out["parse"]["parsed"] == 0
+    assert re.search(r"parser crashed \(SIGKILL.*attempt 1 of 3", stale_documents(s)["docs:policies/refund.md"])
+    assert "refund.md" in served(s, REFUND)  # the last good version
+    assert "attempt 1 of 3" in _failures(s)["docs:policies/gift-cards.md"]  # nothing to keep: not served yet
+    _crash_parsers(s, monkeypatch, False)
+    pipeline.run_all(s)  # the machine is fine again: both are parsed, nothing was cached as failed
+    assert "refund.md" in served(s, "store credit is issued within 5 days")
+    assert "gift-cards.md" in served(s, "gift cards never expire")
+    assert stale_documents(s) == {} and _failures(s) == {}
+
+
+def test_a_parser_crash_sticks_after_the_last_attempt(tmp_path, monkeypatch):
+    root = make_corpus(tmp_path / "src")
+    s = make_settings(tmp_path, root, parsing={"attempts": 2})
+    pipeline.run_all(s)
+    write(root, "policies/gift-cards.md", "# Gift cards\n\nGift cards never expire.\n")
+    _crash_parsers(s, monkeypatch, True)
+    pipeline.run_all(s)
+    assert "attempt 1 of 2" in _failures(s)["docs:policies/gift-cards.md"]
+    pipeline.run_all(s)
+    reason = _failures(s)["docs:policies/gift-cards.md"]
+    assert "parser crashed" in reason and "2 attempts" in reason and "attempt" not in reason.split("2 attempts")[1]
+    _crash_parsers(s, monkeypatch, False)
+    out = pipeline.run_all(s)  # now the document's own failure: cached, not parsed again
+    assert out["parse"]["parsed"] == 0 and "2 attempts" in _failures(s)["docs:policies/gift-cards.md"]
+    s.parsing.timeout_s += 1  # new limits: tried again
+    pipeline.run_all(s)
+    assert _failures(s) == {} and "gift-cards.md" in served(s, "gift cards never expire")
+
+
 def test_sudden_drop_is_held_until_confirmed(tmp_path):
     files = {f"notes/n{i}.md": f"# Note {i}\n\nNote number {i} mentions the word kumquat{i}.\n" for i in range(12)}
     root = make_corpus(tmp_path / "src", files)
