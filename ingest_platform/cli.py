@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-groups", metavar="A,B",
                    help="access groups for documents no rule or sidecar grants (default: none, "
                         "i.e. visible to nobody); e.g. --default-groups public")
+    p.add_argument("--golden", metavar="FILE",
+                   help="golden set JSONL that gates this run (default: [eval] golden_file, which "
+                        "--source leaves out: it asks about the configured sources)")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another run on the same home to finish (default: exit 4 at once)")
 
@@ -151,10 +154,20 @@ def cmd_run(args) -> int:
         overrides["sources"] = args.source
     if args.default_groups is not None:
         overrides["default_access_groups"] = [g for g in args.default_groups.split(",") if g]
-    if settings.eval.golden_file:  # a bad golden line is an input error, said before any work
+    # The configured golden set asks about the configured sources: judged on other documents it
+    # scores 0 and blocks every build of them, so ``--source`` leaves it out unless asked for.
+    golden = args.golden or (None if args.source else settings.eval.golden_file)
+    notes = []
+    if golden != settings.eval.golden_file:
+        overrides["eval"] = {**settings.eval.model_dump(), "golden_file": golden}
+        if golden is None:
+            notes.append(f"note: no golden set gates this run: the configured one ({settings.eval.golden_file}) asks "
+                         "about the configured sources, which --source replaces; pass --golden FILE to gate on "
+                         "one (`ingest-platform golden bootstrap` writes a starter set)")
+    if golden:  # a bad golden line is an input error, said before any work
         from ingest_platform.evaluation import load_golden
 
-        load_golden(settings.eval.golden_file)
+        load_golden(golden)
     # Dagster's console logger already prints the platform's lines (and puts them in the run's
     # event log); propagating them to the root handler too printed every line twice.
     platform_log = logging.getLogger("ingest_platform")
@@ -187,6 +200,8 @@ def cmd_run(args) -> int:
         lines.append(f"note: {summary['invisible_chunks']} chunks have no access groups and are visible to "
                      "nobody (default deny); grant groups with access_groups / access_rules / sidecars or "
                      "--default-groups")
+    summary["notes"] = notes
+    lines += notes
     for name, why in summary["unavailable_sources"].items():
         lines.append(f"WARNING source unavailable, its documents kept as they were: {why}")
     if summary["revoked"]:

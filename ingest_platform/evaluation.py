@@ -276,6 +276,10 @@ class EvalReport:
     seconds: float
     # Means per golden set (``curated``; ``production`` when feedback-derived entries exist).
     per_set: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The documents the golden set expects, and those of them the corpus does not index now
+    # (deleted, failed, or never there: a set written for other sources or another source name).
+    expected_documents: int = 0
+    unindexed_documents: list[str] = field(default_factory=list)
 
     @property
     def n_queries(self) -> int:
@@ -326,12 +330,20 @@ def evaluate(settings: Settings, ref: str | int = "candidate", golden_path: str 
     per_set = {CURATED: aggregate([s for s in scores if s.id in curated_ids])[0]}
     if len(scores) > len(curated_ids):
         per_set[PRODUCTION_SET] = aggregate([s for s in scores if s.id not in curated_ids])[0]
+    expected = {d for q in queries for d in (*q.relevant_doc_ids, *q.grades)}
     return EvalReport(
         ref=str(ref), version=version, k=k, mode=mode, golden_file=str(path),
         golden_sha256=digest.hexdigest(), overall=overall, per_tag=per_tag,
         per_query=scores, at=datetime.now(UTC).isoformat(), seconds=round(time.perf_counter() - started, 3),
-        per_set=per_set,
+        per_set=per_set, expected_documents=len(expected),
+        unindexed_documents=sorted(expected - _indexed_documents(settings)) if expected else [],
     )
+
+
+def _indexed_documents(settings: Settings) -> set[str]:
+    from ingest_platform import manifest as mf
+
+    return set(mf.live_documents(mf.load_manifest(settings.state))["doc_id"].to_pylist())
 
 
 def evaluate_candidate_and_production(settings: Settings, golden: str | Path | None = None, k: int | None = None,
@@ -419,6 +431,14 @@ def compare(candidate: EvalReport, production: EvalReport | None, floors: Mappin
             if metric in values and metric in before and values[metric] < before[metric] - max_regression - _EPS:
                 reasons.append(f"{name} set: {label(metric, k)} fell from {before[metric]:.3f} to "
                                f"{values[metric]:.3f}, more than the allowed {max_regression:.3f}")
+    missing = candidate.unindexed_documents
+    if reasons and missing:  # the likely cause, said beside the numbers
+        e_g = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        reasons.append(f"none of the {candidate.expected_documents} documents the golden set expects is indexed "
+                       f"({e_g}): was it written for other sources, or before a source was renamed?"
+                       if len(missing) == candidate.expected_documents else
+                       f"{len(missing)} of the {candidate.expected_documents} documents the golden set expects "
+                       f"are not indexed now ({e_g})")
     worse: list[dict] = []
     if production is not None:
         before = {q.id: q for q in production.per_query}

@@ -7,7 +7,7 @@ import json
 import math
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -182,6 +182,11 @@ def test_compare_floors_regressions_and_worse_queries(settings):
     assert "hit@3 fell from 0.750" in text and "ndcg@10 fell" in text
     assert [w["id"] for w in verdict.worse] == ["qB"]
     assert verdict.worse[0]["recall@3"] == "0.500 -> 0.000" and verdict.worse[0]["mrr@10"] == "1.000 -> 0.500"
+    # A failing verdict names the expected documents the corpus does not index (no manifest here: none).
+    assert f"none of the {candidate.expected_documents} documents the golden set expects is indexed" in text
+    partial = ev.compare(replace(candidate, unindexed_documents=["d:b"]), production, floors, 0.02)
+    assert f"1 of the {candidate.expected_documents} documents the golden set expects are not indexed now (d:b)" in partial.reasons
+    assert ev.compare(replace(candidate, unindexed_documents=["d:b"]), production, {}, 0.5).reasons == []
     # Without floors, a drop inside the margin passes; beyond it fails.
     assert ev.compare(candidate, production, {}, 0.5).passed
     assert not ev.compare(candidate, production, {}, 0.1).passed
