@@ -405,7 +405,7 @@ def _parse_todo(settings, todo, fp, pv, elements, failures, summary: ShardParse,
                 attempt_rows.append(row)
                 summary.retrying[key] = f"{result.reason} (attempt {n} of {allowed}; tried again on the next run)"
             else:
-                fail_rows.append({**row, "reason": f"{result.reason} ({n} attempts)"} if n > 1 else row)
+                fail_rows.append({**row, "reason": f"{result.reason} ({n} attempts)"} if result.retried and n > 1 else row)
         else:
             shard = shard_of_hash[key]
             batch = batches[shard]
