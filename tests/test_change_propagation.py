@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 
+import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from ingest_platform import pipeline
@@ -55,6 +56,7 @@ def scratch_rows(tmp, root, n: int) -> Counter:
 ops = st.sampled_from(["add", "change", "rename", "delete"])
 
 
+@pytest.mark.slow
 @hsettings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(data=st.data())
