@@ -41,12 +41,14 @@ def build_automation(index_job, config_file: str | None = None):
         s = platform.get()
         # The shards these documents fall in: the run's shard steps are exactly these (each stage
         # plans from state, so a shard a killed earlier run left behind is finished too).
-        shards = sorted({shard_of(d, s.scale.shards) for d in [*changes.new, *changes.changed, *changes.deleted]})
+        shards = sorted({shard_of(d, s.scale.shards)
+                         for d in [*changes.new, *changes.changed, *changes.deleted, *changes.retry]})
         return dg.RunRequest(
             run_key=changes.digest,
             tags={"ingest_platform/trigger": "sensor", "ingest_platform/new": str(len(changes.new)),
                   "ingest_platform/changed": str(len(changes.changed)),
                   "ingest_platform/deleted": str(len(changes.deleted)),
+                  "ingest_platform/retry": str(len(changes.retry)),
                   "ingest_platform/shards": ", ".join(shards[:32]) + (" ..." if len(shards) > 32 else "")},
         )
 

@@ -403,7 +403,7 @@ def _parse_todo(settings, todo, fp, pv, elements, failures, summary: ShardParse,
             n = tried_before[row["cache_key"]] + 1
             if result.retried and n < allowed:  # maybe the machine's fault: the next run tries again
                 attempt_rows.append(row)
-                summary.retrying[key] = f"{result.reason} (attempt {n} of {allowed}; tried again on the next run)"
+                summary.retrying[key] = f"{result.reason} (attempt {n} of {allowed}; {mf.RETRY_PENDING})"
             else:
                 fail_rows.append({**row, "reason": f"{result.reason} ({n} attempts)"} if result.retried and n > 1 else row)
         else:

@@ -22,23 +22,28 @@ class ChangeSet:
     new: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    # doc_id -> reason: parses that timed out or lost their worker, to be tried again
+    # (``manifest.retries_pending``). The reason names the attempt, so each attempt is a new
+    # change set, and after the last one the document is no longer pending: no endless runs.
+    retry: dict[str, str] = field(default_factory=dict)
     hashed: int = 0  # documents read to tell a real change from a touch
     errors: list[str] = field(default_factory=list)
 
     @property
     def count(self) -> int:
-        return len(self.new) + len(self.changed) + len(self.deleted)
+        return len(self.new) + len(self.changed) + len(self.deleted) + len(self.retry)
 
     @property
     def digest(self) -> str:
-        payload = "\n".join(f"{k}:{d}" for k, ids in (("n", self.new), ("c", self.changed), ("d", self.deleted))
-                            for d in sorted(ids))
+        payload = "\n".join([*(f"{k}:{d}" for k, ids in (("n", self.new), ("c", self.changed), ("d", self.deleted))
+                               for d in sorted(ids)), *(f"r:{d}:{why}" for d, why in sorted(self.retry.items()))])
         return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
 def pending_changes(settings: Settings) -> ChangeSet:
-    out = ChangeSet()
-    previous = {r["doc_id"]: r for r in mf.load_manifest(settings.state).to_pylist() if r["status"] != "deleted"}
+    manifest = mf.load_manifest(settings.state)
+    out = ChangeSet(retry=mf.retries_pending(manifest))
+    previous = {r["doc_id"]: r for r in manifest.to_pylist() if r["status"] != "deleted"}
     fingerprint = settings.pipeline_fingerprint()
     seen: set[str] = set()
     listed_sources: set[str] = set()

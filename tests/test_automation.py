@@ -62,6 +62,30 @@ def test_sensor_requests_exactly_one_run_per_change(tmp_path):
         assert not after.run_requests and "no source changes" in after.skip_message
 
 
+def test_sensor_requests_the_run_that_retries_a_crashed_parse(tmp_path, monkeypatch):
+    """A parse that lost its worker is tried again on the next run (``[parsing] attempts``); with
+    the schedule off (the default) nothing else would start that run, as no file changed."""
+    from ingest_platform import faults
+
+    root = make_corpus(tmp_path / "src")
+    cfg = write_config(tmp_path, root)
+    sensor = definitions.source_change_sensor
+    with dg.instance_for_test() as instance:
+        assert execute_run(config_file=str(cfg), instance=instance).success
+        write(root, "support/returns.md", "# Returns\n\nReturn labels are emailed within two days.\n")
+        monkeypatch.setenv(faults.ENV, "parse:worker")  # the run's parser workers die
+        assert execute_run(config_file=str(cfg), instance=instance).success  # failures warn, not block
+        monkeypatch.delenv(faults.ENV)
+        result, cursor = evaluate(sensor, instance, cfg)
+        (request,) = result.run_requests
+        assert request.tags["ingest_platform/retry"] == "1" and request.tags["ingest_platform/new"] == "0"
+        again, _ = evaluate(sensor, instance, cfg, cursor)
+        assert not again.run_requests
+        assert execute_run(config_file=str(cfg), instance=instance).success
+        after, _ = evaluate(sensor, instance, cfg, cursor)
+        assert not after.run_requests and "no source changes" in after.skip_message
+
+
 def test_sensor_skips_while_a_run_is_in_progress(tmp_path):
     root = make_corpus(tmp_path / "src")
     cfg = write_config(tmp_path, root)

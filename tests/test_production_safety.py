@@ -19,6 +19,7 @@ from ingest_platform.errors import ConfigError, OperatorOnly, PromotionRefused
 from ingest_platform.index import CANDIDATE, PRODUCTION
 from ingest_platform.query import Retriever
 from ingest_platform.sources import ScanItem, make_source
+from ingest_platform.watch import pending_changes
 
 from .conftest import make_corpus, make_settings, write
 
@@ -346,11 +347,13 @@ def test_a_parser_that_crashed_is_tried_again_before_the_failure_sticks(built, m
     assert re.search(r"parser crashed \(SIGKILL.*attempt 1 of 3", stale_documents(s)["docs:policies/refund.md"])
     assert "refund.md" in served(s, REFUND)  # the last good version
     assert "attempt 1 of 3" in _failures(s)["docs:policies/gift-cards.md"]  # nothing to keep: not served yet
+    # The source-change sensor requests the run that tries them again (nothing changed on disk).
+    assert set(pending_changes(s).retry) == {"docs:policies/refund.md", "docs:policies/gift-cards.md"}
     _crash_parsers(s, monkeypatch, False)
     pipeline.run_all(s)  # the machine is fine again: both are parsed, nothing was cached as failed
     assert "refund.md" in served(s, "store credit is issued within 5 days")
     assert "gift-cards.md" in served(s, "gift cards never expire")
-    assert stale_documents(s) == {} and _failures(s) == {}
+    assert stale_documents(s) == {} and _failures(s) == {} and pending_changes(s).count == 0
 
 
 def test_a_parser_crash_sticks_after_the_last_attempt(tmp_path, monkeypatch):
@@ -361,9 +364,12 @@ def test_a_parser_crash_sticks_after_the_last_attempt(tmp_path, monkeypatch):
     _crash_parsers(s, monkeypatch, True)
     pipeline.run_all(s)
     assert "attempt 1 of 2" in _failures(s)["docs:policies/gift-cards.md"]
+    first = pending_changes(s)
+    assert list(first.retry) == ["docs:policies/gift-cards.md"]
     pipeline.run_all(s)
     reason = _failures(s)["docs:policies/gift-cards.md"]
     assert "parser crashed" in reason and "2 attempts" in reason and "attempt" not in reason.split("2 attempts")[1]
+    assert pending_changes(s).count == 0  # the last attempt: the sensor requests no more runs for it
     _crash_parsers(s, monkeypatch, False)
     out = pipeline.run_all(s)  # now the document's own failure: cached, not parsed again
     assert out["parse"]["parsed"] == 0 and "2 attempts" in _failures(s)["docs:policies/gift-cards.md"]
