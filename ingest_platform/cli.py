@@ -151,7 +151,15 @@ def cmd_run(args) -> int:
 
     overrides: dict = {}
     if args.source:
-        overrides["sources"] = args.source
+        from ingest_platform.errors import ConfigError
+        from ingest_platform.sources import sources_from_paths
+
+        given = sources_from_paths(args.source)
+        for cfg in given:
+            if cfg.resolved_kind() == "directory" and Path(cfg.path).is_file():
+                raise ConfigError(f"--source {cfg.path} is a file: a source is a folder of documents, a .jsonl / "
+                                  ".parquet record file or a URI (give the file's folder)")
+        overrides["sources"] = [cfg.model_dump() for cfg in given]
     if args.default_groups is not None:
         overrides["default_access_groups"] = [g for g in args.default_groups.split(",") if g]
     # The configured golden set asks about the configured sources: judged on other documents it
@@ -168,6 +176,7 @@ def cmd_run(args) -> int:
         from ingest_platform.evaluation import load_golden
 
         load_golden(golden)
+    settings = load_settings(args.config, home=args.home, **overrides)  # what the run runs with
     # Dagster's console logger already prints the platform's lines (and puts them in the run's
     # event log); propagating them to the root handler too printed every line twice.
     platform_log = logging.getLogger("ingest_platform")

@@ -195,7 +195,8 @@ class DirectorySource(Source):
 
     def scan(self) -> Iterator[ScanItem]:
         if not self.root.is_dir():
-            raise SourceUnavailable(f"folder {self.root} does not exist")
+            raise SourceUnavailable(f"{self.root} is a file, not a folder" if self.root.is_file()
+                                    else f"folder {self.root} does not exist")
         try:
             empty = next(os.scandir(self.root), None) is None
         except OSError as exc:

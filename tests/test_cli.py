@@ -129,6 +129,27 @@ def test_cli_source_flag_leaves_the_configured_golden_set_to_the_configured_sour
     assert "none of the 2 documents the golden set expects is indexed" in summary["checks"]["eval_gate"]["description"]
 
 
+def test_cli_source_flag_says_why_a_source_is_unavailable_and_refuses_a_single_file(tmp_path, capsys):
+    """The run summary looked for unavailable sources among the configured ones, not the ones
+    ``--source`` gave: an unmounted folder was reported by name only, without why. A single file
+    given as a folder was "folder ... does not exist", then a blocking check on zero chunks."""
+    import shutil
+
+    root = make_corpus(tmp_path / "src")
+    home = str(tmp_path / "h")
+    assert cli_main(capsys, "run", "--home", home, "--source", f"docs={root}", "--default-groups", "public")[0] == 0
+    shutil.move(root, tmp_path / "unmounted")
+    code, out, err = cli_main(capsys, "run", "--home", home, "--source", f"docs={root}", "--default-groups", "public",
+                              "--json")
+    summary = json.loads(out)
+    assert code == 0 and "does not exist" in summary["unavailable_sources"]["docs"], out + err[-2000:]
+    code, out, _ = cli_main(capsys, "run", "--home", home, "--source", f"docs={root}", "--default-groups", "public")
+    assert f"WARNING source unavailable, its documents kept as they were: source 'docs' could not be listed: folder {root}" in out
+    one = tmp_path / "unmounted" / "products" / "lanterns.md"
+    code, out, err = cli_main(capsys, "run", "--home", home, "--source", str(one))
+    assert code == 2 and "is a file" in err and str(one) in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_cli_run_without_sources_is_a_usage_error(tmp_path):
     res = cli("run", "--home", str(tmp_path / "h"))
     assert res.returncode == 2 and "no sources configured" in res.stderr
