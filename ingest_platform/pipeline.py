@@ -158,7 +158,9 @@ def _hold_sudden_drops(settings: Settings, previous: pa.Table, current: pa.Table
 
 
 def unavailable_sources(settings: Settings) -> dict[str, str]:
-    """Sources whose most recent scan could not list them: name -> why."""
+    """Sources whose most recent scan could not list them: name -> why. Those of the last scan
+    count whether or not these settings configure them (a run given its sources with ``--source``,
+    read by ``status`` with the project's config); a source no longer scanned does not."""
     latest: dict[str, dict] = {}
     path = scans_log(settings)
     if path.exists():
@@ -166,8 +168,9 @@ def unavailable_sources(settings: Settings) -> dict[str, str]:
             rec = json.loads(line)
             latest[rec["source"]] = rec
     configured = {c.name for c in settings.sources}
+    last = max((rec["at"] for rec in latest.values()), default=None)
     return {name: rec.get("error", "could not be listed") for name, rec in latest.items()
-            if not rec.get("ok") and name in configured}
+            if not rec.get("ok") and (name in configured or rec["at"] == last)}
 
 
 

@@ -143,6 +143,8 @@ def test_cli_source_flag_says_why_a_source_is_unavailable_and_refuses_a_single_f
                               "--json")
     summary = json.loads(out)
     assert code == 0 and "does not exist" in summary["unavailable_sources"]["docs"], out + err[-2000:]
+    status = json.loads(cli_main(capsys, "status", "--home", home, "--json")[1])  # the config knows no "docs"
+    assert "does not exist" in status["unavailable_sources"]["docs"]
     code, out, _ = cli_main(capsys, "run", "--home", home, "--source", f"docs={root}", "--default-groups", "public")
     assert f"WARNING source unavailable, its documents kept as they were: source 'docs' could not be listed: folder {root}" in out
     one = tmp_path / "unmounted" / "products" / "lanterns.md"
