@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 STATUSES = ("new", "changed", "unchanged", "deleted", "failed")
 LIVE = ("new", "changed", "unchanged")
-# Ends the reason of a document whose parse is to be tried again (a timeout, a dead worker;
+# In the reason of a document whose parse is to be tried again (a timeout, a dead worker;
 # ``[parsing] attempts``): what the source-change sensor looks for to request that run.
 RETRY_PENDING = "tried again on the next run"
 
