@@ -19,6 +19,8 @@ from ingest_platform.faults import ENV as CRASH_ENV
 
 from .conftest import REPO, SMALL_CORPUS, make_corpus, write, write_config
 
+pytestmark = pytest.mark.slow  # a run killed in a subprocess at each point: CI's named step
+
 # Where state is at risk: mid-parse (cache segments), mid-embed (cache segments), between the index
 # commit and its optimize, between optimize and the candidate tag, between the promotion record
 # and the tag move. ``scan:before_save`` and ``chunk:before_write`` guard single atomic renames and
