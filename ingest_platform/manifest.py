@@ -34,13 +34,6 @@ LIVE = ("new", "changed", "unchanged")
 RETRY_PENDING = "tried again on the next run"
 
 
-def retries_pending(manifest: pa.Table) -> dict[str, str]:
-    """doc_id -> reason, for documents (failed, or serving their last good version) whose parse
-    is to be tried again."""
-    return {r["doc_id"]: r["reason"] for r in manifest.select(["doc_id", "status", "reason"]).to_pylist()
-            if r["status"] != "deleted" and RETRY_PENDING in (r["reason"] or "")}
-
-
 @dataclass
 class ScanSummary:
     counts: dict[str, int]
@@ -236,5 +229,5 @@ def summarize(manifest: pa.Table) -> dict:
 __all__ = [
     "RECORD_FORMAT", "STATUSES", "ScanSummary", "load_manifest", "save_manifest", "reconcile",
     "mark_failed", "mark_stale", "keeps_last_good", "live_documents", "summarize", "manifest_path",
-    "RETRY_PENDING", "retries_pending",
+    "RETRY_PENDING",
 ]

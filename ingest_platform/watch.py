@@ -23,7 +23,7 @@ class ChangeSet:
     changed: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     # doc_id -> reason: parses that timed out or lost their worker, to be tried again
-    # (``manifest.retries_pending``). The reason names the attempt, so each attempt is a new
+    # (``manifest.RETRY_PENDING`` in the reason). The reason names the attempt, so each attempt is a new
     # change set, and after the last one the document is no longer pending: no endless runs.
     retry: dict[str, str] = field(default_factory=dict)
     hashed: int = 0  # documents read to tell a real change from a touch
@@ -41,9 +41,8 @@ class ChangeSet:
 
 
 def pending_changes(settings: Settings) -> ChangeSet:
-    manifest = mf.load_manifest(settings.state)
-    out = ChangeSet(retry=mf.retries_pending(manifest))
-    previous = {r["doc_id"]: r for r in manifest.to_pylist() if r["status"] != "deleted"}
+    previous = {r["doc_id"]: r for r in mf.load_manifest(settings.state).to_pylist() if r["status"] != "deleted"}
+    out = ChangeSet(retry={d: r["reason"] for d, r in previous.items() if mf.RETRY_PENDING in (r["reason"] or "")})
     fingerprint = settings.pipeline_fingerprint()
     seen: set[str] = set()
     listed_sources: set[str] = set()
