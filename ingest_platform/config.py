@@ -343,6 +343,16 @@ class SafetySettings(_Strict):
     deletion_hold_min_documents: int = Field(default=10, ge=1)
     # true: never hold; every deletion is applied as soon as it is seen.
     confirm_deletions: bool = False
+    # A long run (a full re-parse or re-embed after an upgrade) lists the sources again at most this
+    # often while it parses and embeds, so a deletion or a revoked group made meanwhile leaves
+    # production within about this long instead of waiting for the next run's scan.
+    revocation_check_s: float = Field(default=60.0, gt=0)
+
+    def holds_deletion(self, documents_before: int, documents_gone: int) -> bool:
+        """Whether losing ``documents_gone`` of a source's ``documents_before`` in one listing is
+        held for an operator's confirmation (an unmounted share, a bad sync) rather than applied."""
+        return (not self.confirm_deletions and documents_before >= self.deletion_hold_min_documents
+                and documents_gone / documents_before > self.max_deletion_ratio)
 
 
 class ScaleSettings(_Strict):

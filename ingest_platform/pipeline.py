@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest_platform import faults, state
+from ingest_platform import faults, revocation_check, state
 from ingest_platform import manifest as mf
 from ingest_platform.changes import manifest_changes
 from ingest_platform.config import Settings
@@ -127,10 +127,10 @@ def scan(settings: Settings, now: datetime | None = None) -> mf.ScanSummary:
         unscanned_sources=set(unavailable),
     )
     table = mf.mark_failed(table, known_parse_failures(settings, table))
-    if not settings.safety.confirm_deletions:
-        _hold_sudden_drops(settings, previous, table, promotion.hold_deletions)
+    _hold_sudden_drops(settings, previous, table, promotion.hold_deletions)
     faults.point("scan:before_save")
     mf.save_manifest(settings.state, table)
+    revocation_check.scanned(settings)  # the manifest now knows what the checks between scans saw
     summary = mf.summarize(table)
     append_text(scans_log(settings), "".join(
         [json.dumps({"source": name, "at": now.isoformat(), "ok": True}) + "\n" for name in scanned]
@@ -150,10 +150,9 @@ def _hold_sudden_drops(settings: Settings, previous: pa.Table, current: pa.Table
     for row in current.select(["doc_id", "source", "source_uri", "status", "access_groups"]).to_pylist():
         if row["status"] == "deleted":
             gone.setdefault(row["source"], []).append(row)
-    s = settings.safety
     for source, rows in gone.items():
         n = before.get(source, 0)
-        if n >= s.deletion_hold_min_documents and len(rows) / n > s.max_deletion_ratio:
+        if n and settings.safety.holds_deletion(n, len(rows)):
             hold(settings, source, n, rows)
 
 
@@ -389,7 +388,7 @@ def _parse_todo(settings, todo, fp, pv, elements, failures, summary: ShardParse,
     transient: dict[str, str] = {}
     batches: dict[str, list[pa.Table]] = defaultdict(list)
     fail_rows: list[dict] = []
-    report = Progress("parsing", len(wanted), progress, unit="doc")
+    report = Progress("parsing", len(wanted), revocation_check.checking(settings, "parse", progress), unit="doc")
     limit = settings.parsing.max_file_bytes
     seen: set[str] = set()
     shard_of_hash: dict[str, str] = {}
@@ -791,7 +790,7 @@ def embed(settings: Settings, embedder=None, progress: ProgressFn = None, shards
     embedder = embedder or get_embedder(e.model, e.device, e.batch_size)
     cache = EmbeddingCache(settings.state, embedder.model_id, embedder.dim)
     return embed_missing(_ShardTables(indexable_table(settings), ["text", "text_sha256"], shards), embedder, cache,
-                         progress)
+                         revocation_check.checking(settings, "embed", progress))
 
 
 class _ShardTables:

@@ -130,6 +130,12 @@ def allowed_access(settings: Settings) -> dict[str, set[str]]:
     allowed = {r["doc_id"]: set(r["access_groups"] or []) for r in rows if r["status"] != "deleted"}
     for doc_id, groups in held_deletions(settings).items():
         allowed.setdefault(doc_id, set(groups))
+    seen = revoked_since_scan(settings)  # newer than the manifest: only ever takes away
+    for doc_id in seen["deleted"]:
+        allowed.pop(doc_id, None)
+    for doc_id, groups in seen["narrowed"].items():
+        if doc_id in allowed:
+            allowed[doc_id] &= set(groups)
     return allowed
 
 
@@ -144,6 +150,37 @@ def exposure(settings: Settings, store: IndexStore, version: int) -> Exposure:
         elif groups - allowed[doc_id]:
             out.narrowed[doc_id] = sorted(groups & allowed[doc_id])
     return out
+
+
+# ---- revocations seen between scans (``ingest_platform.revocation_check``) ---------------------------
+
+
+def revoked_since_scan(settings: Settings) -> dict:
+    """What the sources stopped allowing since the last scan, as seen by the checks of a long run:
+    ``{"deleted": [doc ids], "narrowed": {doc id: the groups it keeps}}``. Kept until the next scan
+    writes the same into the manifest, so the run's own candidate cannot bring it back."""
+    path = state.revoked_since_scan(settings.state)
+    if not path.exists():
+        return {"deleted": [], "narrowed": {}}
+    return json.loads(path.read_text())
+
+
+def record_revoked_since_scan(settings: Settings, deleted: list[str], narrowed: dict[str, list[str]]) -> None:
+    """Add to what the sources stopped allowing (the caller holds the writer lock)."""
+    from ingest_platform.storage import atomic_write_text
+
+    seen = revoked_since_scan(settings)
+    seen["deleted"] = sorted(set(seen["deleted"]) | set(deleted))
+    for doc_id, groups in narrowed.items():
+        seen["narrowed"][doc_id] = sorted(set(groups) & set(seen["narrowed"].get(doc_id, groups)))
+    atomic_write_text(json.dumps(seen, indent=1), state.revoked_since_scan(settings.state))
+
+
+def forget_revoked_since_scan(settings: Settings) -> None:
+    """The scan that just saved the manifest saw all of it (and whatever changed back since)."""
+    path = state.revoked_since_scan(settings.state)
+    if path.exists():
+        path.unlink()
 
 
 # ---- held mass deletions ----------------------------------------------------------------------------
@@ -398,4 +435,5 @@ def _aware(ts: datetime) -> datetime:
 
 __all__ = ["EVAL_GATE", "Exposure", "RevocationResult", "required_gates", "check_gates", "exposure",
            "promote", "rollback", "apply_revocations", "purge_revoked", "held_deletions", "hold_report",
-           "hold_deletions", "release_hold"]
+           "hold_deletions", "release_hold", "revoked_since_scan", "record_revoked_since_scan",
+           "forget_revoked_since_scan"]

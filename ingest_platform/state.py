@@ -22,7 +22,7 @@ Layout::
       promotions.jsonl            every move of the production tag
       gates/v<N>/<gate>.json      recorded gate verdicts per index version
       evals/v<N>.json  evals/history/<table>/*.parquet  evals/history.png
-      holds/deletions.json  revocations.jsonl
+      holds/deletions.json  holds/revoked-since-scan.json  revocations.jsonl
       traces/queries-<day>.jsonl  feedback/feedback.jsonl  golden/production.jsonl  review/
       monitoring/  guardrails-history.jsonl  last_complete_run.json
       dagster/                    the Dagster instance (runs, events, schedules)
@@ -160,6 +160,10 @@ def eval_plot(home) -> Path:
 
 def deletion_hold(home) -> Path:
     return root(home) / "holds" / "deletions.json"
+
+
+def revoked_since_scan(home) -> Path:
+    return root(home) / "holds" / "revoked-since-scan.json"
 
 
 def revocations(home) -> Path:

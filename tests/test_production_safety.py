@@ -377,6 +377,79 @@ def test_a_parser_crash_sticks_after_the_last_attempt(tmp_path, monkeypatch):
     assert _failures(s) == {} and "gift-cards.md" in served(s, "gift cards never expire")
 
 
+def _run_stages(s, before: dict, after: dict) -> None:
+    """``run_all``'s stages with something done before some of them and checked after others,
+    then the candidate judged and promoted through the one door."""
+    from ingest_platform.stages import STAGES
+
+    for stage in STAGES:
+        before.get(stage.name, lambda: None)()
+        stage.run(s, None)
+        after.get(stage.name, lambda: None)()
+    candidate = pipeline.index_store(s).tags()[CANDIDATE]
+    promotion.judge(s, candidate)
+    promotion.promote(s, candidate, why="test")
+
+
+def test_revocations_made_during_a_long_run_leave_production_before_it_ends(tmp_path):
+    """A parser or model upgrade makes a run that parses and embeds for hours while it holds the
+    writer lock; a deletion or revoked group made after its scan waited for the next run. Now the
+    long stages list the sources again as they go, and the run's own candidate, built from the
+    older manifest, does not bring back what they saw revoked."""
+    root = make_corpus(tmp_path / "src")
+    s = make_settings(tmp_path, root, safety={"revocation_check_s": 0.001})
+    pipeline.run_all(s)
+    assert {"refund.md", "lanterns.md"} <= served(s, REFUND) | served(s, "Zephyr K7 lantern")
+    assert "hours.txt" in served(s, HOURS)
+    for rel in ("policies/refund.md", "products/lanterns.md"):  # edited: work for parse and embed
+        (root / rel).write_text((root / rel).read_text() + "\nRevised in spring.\n")
+    store = pipeline.index_store(s)
+
+    def revoked_while_parsing():
+        revoke_public(root, "policies/refund.md")
+        (root / "support" / "hours.txt").unlink()
+
+    def left_during_parse():  # long before the run ends, whatever its gates decide
+        assert "refund.md" not in served(s, REFUND) and "hours.txt" not in served(s, HOURS, ("public", "staff"))
+        assert store.history()[-1].action == "revoke" and "at parse" in store.history()[-1].why
+
+    def left_during_embed():
+        assert "lanterns.md" not in served(s, "Zephyr K7 lantern")
+
+    _run_stages(s, before={"parse": revoked_while_parsing, "embed": lambda: revoke_public(root, "products/lanterns.md")},
+                after={"parse": left_during_parse, "embed": left_during_embed})
+    assert pipeline.index_store(s).history()[-1].action == "promote"  # the candidate had them...
+    assert "refund.md" not in served(s, REFUND) and "lanterns.md" not in served(s, "Zephyr K7 lantern")
+    assert "hours.txt" not in served(s, HOURS, ("public", "staff"))  # ...and still serves none of them
+    assert promotion.revoked_since_scan(s)["deleted"] == ["docs:support/hours.txt"]
+    pipeline.run_all(s)  # the next scan writes it all into the manifest
+    assert promotion.revoked_since_scan(s) == {"deleted": [], "narrowed": {}}
+    assert "refund.md" in served(s, REFUND, ("staff",)) and "refund.md" not in served(s, REFUND)
+    assert "hours.txt" not in served(s, HOURS, ("public", "staff"))
+
+
+def test_a_check_during_a_run_takes_no_outage_or_mass_drop_for_a_deletion(tmp_path):
+    from ingest_platform import revocation_check
+
+    files = {f"notes/n{i}.md": f"# Note {i}\n\nNote number {i} mentions the word kumquat{i}.\n" for i in range(12)}
+    root = make_corpus(tmp_path / "src", files)
+    s = make_settings(tmp_path, root, safety={"revocation_check_s": 0.001})
+    pipeline.run_all(s)
+    versions = len(pipeline.index_store(s).history())
+    for i in range(6):  # half the source gone at once: the next scan holds it for confirmation
+        (root / "notes" / f"n{i}.md").unlink()
+    assert revocation_check.listed_revocations(s) == ([], {})
+    assert revocation_check.during_run(s, "test") is None
+    shutil.move(root, tmp_path / "unmounted")  # the share drops: nothing to list
+    assert revocation_check.during_run(s, "test") is None
+    assert "n0.md" in served(s, "kumquat0") and "n7.md" in served(s, "kumquat7")
+    assert len(pipeline.index_store(s).history()) == versions
+    shutil.move(tmp_path / "unmounted", root)
+    (root / "notes" / "n7.md").unlink()  # one more gone: 7 of 12 is still a drop to hold
+    revoke_public(root, "notes/n8.md")  # a revoked group is never held
+    assert revocation_check.listed_revocations(s) == ([], {"docs:notes/n8.md": []})
+
+
 def test_sudden_drop_is_held_until_confirmed(tmp_path):
     files = {f"notes/n{i}.md": f"# Note {i}\n\nNote number {i} mentions the word kumquat{i}.\n" for i in range(12)}
     root = make_corpus(tmp_path / "src", files)
