@@ -103,6 +103,9 @@ class ParsingSettings(_Strict):
     # cached as its failure (``ParseError.retried``); meanwhile a live document keeps serving its
     # last good version. Other parse failures are the document's own and are cached at once.
     attempts: int = Field(default=3, ge=1)
+    # The wait before the next attempt, doubled after each one (300: 5 min, then 10 min), so a
+    # load spike of a few minutes cannot use up every attempt and make its failure stick.
+    retry_after_s: float = Field(default=300.0, ge=0)
 
 
 class ChunkingSettings(_Strict):

@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,8 +31,22 @@ log = logging.getLogger(__name__)
 STATUSES = ("new", "changed", "unchanged", "deleted", "failed")
 LIVE = ("new", "changed", "unchanged")
 # In the reason of a document whose parse is to be tried again (a timeout, a dead worker;
-# ``[parsing] attempts``): what the source-change sensor looks for to request that run.
-RETRY_PENDING = "tried again on the next run"
+# ``[parsing] attempts``), before the time it is due: what the source-change sensor looks for to
+# request that run (``retry_note`` writes it, ``retry_due`` reads it).
+RETRY_PENDING = "tried again from"
+
+
+def retry_note(reason: str, attempt: int, attempts: int, due: datetime) -> str:
+    """``<reason> (attempt 1 of 3; tried again from 2026-12-06T09:15:02Z)``. The time is rounded up
+    to the second, so a run the sensor starts at that time finds the retry due."""
+    due = due.astimezone(UTC) + timedelta(microseconds=(1_000_000 - due.microsecond) % 1_000_000)
+    return f"{reason} (attempt {attempt} of {attempts}; {RETRY_PENDING} {due:%Y-%m-%dT%H:%M:%SZ})"
+
+
+def retry_due(reason: str | None) -> datetime | None:
+    """When the parse a ``retry_note`` describes is due to be tried again; None for other reasons."""
+    found = re.search(rf"{RETRY_PENDING} (\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\)", reason or "")
+    return datetime.strptime(found.group(1), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) if found else None
 
 
 @dataclass
@@ -229,5 +244,5 @@ def summarize(manifest: pa.Table) -> dict:
 __all__ = [
     "RECORD_FORMAT", "STATUSES", "ScanSummary", "load_manifest", "save_manifest", "reconcile",
     "mark_failed", "mark_stale", "keeps_last_good", "live_documents", "summarize", "manifest_path",
-    "RETRY_PENDING",
+    "RETRY_PENDING", "retry_note", "retry_due",
 ]

@@ -40,6 +40,8 @@ ProgressFn = Callable[[int], None] | None
 # Keyed by ``parse_key``: content hash and the parser that parsed it (``Settings.parser_version``).
 PARSED_SCHEMA = pa.schema([("parse_key", pa.string()), ("content_sha256", pa.string()), *ELEMENTS])
 FAILURE_SCHEMA = pa.schema([("cache_key", pa.string()), ("reason", pa.string())])
+# One row per attempt that is to be tried again; ``at`` (null in stores written before it) times the wait.
+ATTEMPT_SCHEMA = pa.schema([*FAILURE_SCHEMA, ("at", pa.timestamp("us", tz="UTC"))])
 
 
 # ---- locations ----------------------------------------------------------------------------------
@@ -83,12 +85,20 @@ def failure_store(s: Settings) -> SegmentStore:
 def attempt_store(s: Settings) -> SegmentStore:
     """Parses that timed out or lost their worker, not cached as failures yet: one row per attempt,
     keyed like ``failure_store``."""
-    return SegmentStore(state.parse_attempts(s.state), FAILURE_SCHEMA, "cache_key")
+    return SegmentStore(state.parse_attempts(s.state), ATTEMPT_SCHEMA, "cache_key")
+
+
+def retry_due(s: Settings, attempts_so_far: int, last: datetime | None) -> datetime | None:
+    """When a parse tried ``attempts_so_far`` times, the last at ``last``, may be tried again:
+    ``[parsing] retry_after_s`` doubled after each attempt. None: at once (no time recorded)."""
+    if last is None:
+        return None
+    return last + timedelta(seconds=s.parsing.retry_after_s * 2 ** (attempts_so_far - 1))
 
 
 def parse_fingerprint(s: Settings) -> str:
     """Parse failures are cached per content hash *and* the parser and its limits: raising a limit retries."""
-    payload = {**s.parsing.model_dump(exclude={"workers", "attempts"}), "parser": s.parser_version()}
+    payload = {**s.parsing.model_dump(exclude={"workers", "attempts", "retry_after_s"}), "parser": s.parser_version()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -394,7 +404,9 @@ def _parse_todo(settings, todo, fp, pv, elements, failures, summary: ShardParse,
     shard_of_hash: dict[str, str] = {}
     attempts, attempt_rows = attempt_store(settings), []
     allowed = settings.parsing.attempts
-    tried_before = Counter(attempts.read({parse_key(h, fp) for h in todo})["cache_key"].to_pylist())
+    history = attempts.read({parse_key(h, fp) for h in todo}).to_pylist()
+    tried_before = Counter(r["cache_key"] for r in history)
+    last_try = {r["cache_key"]: r for r in sorted(history, key=lambda r: r["at"] or datetime.min.replace(tzinfo=UTC))}
 
     buffered = 0
 
@@ -403,9 +415,10 @@ def _parse_todo(settings, todo, fp, pv, elements, failures, summary: ShardParse,
         if isinstance(result, ParseError):
             row = {"cache_key": parse_key(key, fp), "reason": result.reason}
             n = tried_before[row["cache_key"]] + 1
-            if result.retried and n < allowed:  # maybe the machine's fault: the next run tries again
-                attempt_rows.append(row)
-                summary.retrying[key] = f"{result.reason} (attempt {n} of {allowed}; {mf.RETRY_PENDING})"
+            if result.retried and n < allowed:  # maybe the machine's fault: a later run tries again
+                now = datetime.now(UTC)
+                attempt_rows.append({**row, "at": now})
+                summary.retrying[key] = mf.retry_note(result.reason, n, allowed, retry_due(settings, n, now))
             else:
                 fail_rows.append({**row, "reason": f"{result.reason} ({n} attempts)"} if result.retried and n > 1 else row)
         else:
@@ -440,6 +453,13 @@ def _parse_todo(settings, todo, fp, pv, elements, failures, summary: ShardParse,
                         continue
                     seen.add(item.doc_id)
                     row = todo[h]
+                    last = last_try.get(parse_key(h, fp))
+                    if last is not None:  # tried before and failed for the machine: wait before the next try
+                        due = retry_due(settings, tried_before[last["cache_key"]], last["at"])
+                        if due is not None and due > datetime.now(UTC):
+                            summary.retrying[h] = mf.retry_note(last["reason"], tried_before[last["cache_key"]],
+                                                                allowed, due)
+                            continue
                     if item.read is None:
                         transient[item.doc_id] = "vanished: deleted or renamed between scan and parse"
                         continue
@@ -482,7 +502,7 @@ def _parse_todo(settings, todo, fp, pv, elements, failures, summary: ShardParse,
     if fail_rows:
         failures.append(pa.Table.from_pylist(fail_rows, schema=FAILURE_SCHEMA))
     if attempt_rows:
-        attempts.append(pa.Table.from_pylist(attempt_rows, schema=FAILURE_SCHEMA))
+        attempts.append(pa.Table.from_pylist(attempt_rows, schema=ATTEMPT_SCHEMA))
     return transient
 
 

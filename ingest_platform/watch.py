@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from ingest_platform import manifest as mf
 from ingest_platform.config import Settings
@@ -22,9 +23,9 @@ class ChangeSet:
     new: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
-    # doc_id -> reason: parses that timed out or lost their worker, to be tried again
-    # (``manifest.RETRY_PENDING`` in the reason). The reason names the attempt, so each attempt is a new
-    # change set, and after the last one the document is no longer pending: no endless runs.
+    # doc_id -> reason: parses that timed out or lost their worker, due to be tried again now
+    # (``manifest.retry_due``). The reason names the attempt, so each attempt is a new change set,
+    # and after the last one the document is no longer pending: no endless runs.
     retry: dict[str, str] = field(default_factory=dict)
     hashed: int = 0  # documents read to tell a real change from a touch
     errors: list[str] = field(default_factory=list)
@@ -42,7 +43,9 @@ class ChangeSet:
 
 def pending_changes(settings: Settings) -> ChangeSet:
     previous = {r["doc_id"]: r for r in mf.load_manifest(settings.state).to_pylist() if r["status"] != "deleted"}
-    out = ChangeSet(retry={d: r["reason"] for d, r in previous.items() if mf.RETRY_PENDING in (r["reason"] or "")})
+    now = datetime.now(UTC)
+    out = ChangeSet(retry={d: r["reason"] for d, r in previous.items()
+                           if (due := mf.retry_due(r["reason"])) is not None and due <= now})
     fingerprint = settings.pipeline_fingerprint()
     seen: set[str] = set()
     listed_sources: set[str] = set()

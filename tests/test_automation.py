@@ -1,6 +1,7 @@
 """The source-change sensor and the schedule: one run per real change, none otherwise."""
 
 import os
+import time
 
 import dagster as dg
 
@@ -68,7 +69,7 @@ def test_sensor_requests_the_run_that_retries_a_crashed_parse(tmp_path, monkeypa
     from ingest_platform import faults
 
     root = make_corpus(tmp_path / "src")
-    cfg = write_config(tmp_path, root)
+    cfg = write_config(tmp_path, root, extra="[parsing]\nretry_after_s = 0")  # due at once
     sensor = definitions.source_change_sensor
     with dg.instance_for_test() as instance:
         assert execute_run(config_file=str(cfg), instance=instance).success
@@ -76,6 +77,7 @@ def test_sensor_requests_the_run_that_retries_a_crashed_parse(tmp_path, monkeypa
         monkeypatch.setenv(faults.ENV, "parse:worker")  # the run's parser workers die
         assert execute_run(config_file=str(cfg), instance=instance).success  # failures warn, not block
         monkeypatch.delenv(faults.ENV)
+        time.sleep(1)  # due times are whole seconds, rounded up
         result, cursor = evaluate(sensor, instance, cfg)
         (request,) = result.run_requests
         assert request.tags["ingest_platform/retry"] == "1" and request.tags["ingest_platform/new"] == "0"

@@ -8,6 +8,8 @@ import json
 import os
 import re
 import shutil
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -333,24 +335,37 @@ def _crash_parsers(s, monkeypatch, crash: bool) -> None:
     s.parsing.workers = 1 if s.parsing.workers > 1 else 2
 
 
+def _wait_until_due(reason: str) -> None:
+    time.sleep(max(0.0, (mf.retry_due(reason) - datetime.now(UTC)).total_seconds()))
+
+
 def test_a_parser_that_crashed_is_tried_again_before_the_failure_sticks(built, monkeypatch):
     """A parse that timed out or whose worker died says as much about the machine (a busy host, the
     OOM killer) as about the document. It used to be cached as the document's failure for good: the
     edited document left the index and the new one never arrived, until someone changed the limits."""
     s, root = built
+    s.parsing.retry_after_s = 3600
     refund = root / "policies" / "refund.md"
     refund.write_text(refund.read_text() + "\nStore credit is issued within 5 days.\n")
     write(root, "policies/gift-cards.md", "# Gift cards\n\nGift cards never expire and work in every store.\n")
     _crash_parsers(s, monkeypatch, True)
     out = pipeline.run_all(s)
     assert out["parse"]["parsed"] == 0
-    assert re.search(r"parser crashed \(SIGKILL.*attempt 1 of 3", stale_documents(s)["docs:policies/refund.md"])
+    reason = stale_documents(s)["docs:policies/refund.md"]
+    assert re.search(r"parser crashed \(SIGKILL.*attempt 1 of 3; tried again from ", reason)
+    due = mf.retry_due(reason)
+    assert 3590 < (due - datetime.now(UTC)).total_seconds() <= 3601
     assert "refund.md" in served(s, REFUND)  # the last good version
     assert "attempt 1 of 3" in _failures(s)["docs:policies/gift-cards.md"]  # nothing to keep: not served yet
-    # The source-change sensor requests the run that tries them again (nothing changed on disk).
-    assert set(pending_changes(s).retry) == {"docs:policies/refund.md", "docs:policies/gift-cards.md"}
+    # Not tried again before it is due: a load spike of a few minutes cannot use up every attempt.
     _crash_parsers(s, monkeypatch, False)
-    pipeline.run_all(s)  # the machine is fine again: both are parsed, nothing was cached as failed
+    assert pending_changes(s).retry == {}
+    out = pipeline.run_all(s)
+    assert out["parse"]["parsed"] == 0 and stale_documents(s)["docs:policies/refund.md"] == reason
+    # Once due, the source-change sensor requests the run that tries them again (nothing changed on disk).
+    s.parsing.retry_after_s = 0
+    out = pipeline.run_all(s)  # the machine is fine again: both are parsed, nothing was cached as failed
+    assert out["parse"]["parsed"] == 2
     assert "refund.md" in served(s, "store credit is issued within 5 days")
     assert "gift-cards.md" in served(s, "gift cards never expire")
     assert stale_documents(s) == {} and _failures(s) == {} and pending_changes(s).count == 0
@@ -358,13 +373,14 @@ def test_a_parser_that_crashed_is_tried_again_before_the_failure_sticks(built, m
 
 def test_a_parser_crash_sticks_after_the_last_attempt(tmp_path, monkeypatch):
     root = make_corpus(tmp_path / "src")
-    s = make_settings(tmp_path, root, parsing={"attempts": 2})
+    s = make_settings(tmp_path, root, parsing={"attempts": 2, "retry_after_s": 0})
     pipeline.run_all(s)
     write(root, "policies/gift-cards.md", "# Gift cards\n\nGift cards never expire.\n")
     _crash_parsers(s, monkeypatch, True)
     pipeline.run_all(s)
     assert "attempt 1 of 2" in _failures(s)["docs:policies/gift-cards.md"]
-    assert list(pending_changes(s).retry) == ["docs:policies/gift-cards.md"]
+    _wait_until_due(_failures(s)["docs:policies/gift-cards.md"])  # due times are whole seconds
+    assert list(pending_changes(s).retry) == ["docs:policies/gift-cards.md"]  # due: the sensor asks for it
     pipeline.run_all(s)
     reason = _failures(s)["docs:policies/gift-cards.md"]
     assert "parser crashed" in reason and "2 attempts" in reason and "attempt" not in reason.split("2 attempts")[1]
