@@ -157,22 +157,25 @@ def exposure(settings: Settings, store: IndexStore, version: int) -> Exposure:
 
 def revoked_since_scan(settings: Settings) -> dict:
     """What the sources stopped allowing since the last scan, as seen by the checks of a long run:
-    ``{"deleted": [doc ids], "narrowed": {doc id: the groups it keeps}}``. Kept until the next scan
-    writes the same into the manifest, so the run's own candidate cannot bring it back."""
+    ``{"deleted": [doc ids], "narrowed": {doc id: the groups it keeps}, "checked_at": ISO time of
+    the last check}``. Kept until the next scan writes the same into the manifest, so the run's own
+    candidate cannot bring it back."""
     path = state.revoked_since_scan(settings.state)
     if not path.exists():
-        return {"deleted": [], "narrowed": {}}
+        return {"deleted": [], "narrowed": {}, "checked_at": None}
     return json.loads(path.read_text())
 
 
 def record_revoked_since_scan(settings: Settings, deleted: list[str], narrowed: dict[str, list[str]]) -> None:
-    """Add to what the sources stopped allowing (the caller holds the writer lock)."""
+    """Add to what the sources stopped allowing, and note the check's time (the caller holds the
+    writer lock)."""
     from ingest_platform.storage import atomic_write_text
 
     seen = revoked_since_scan(settings)
     seen["deleted"] = sorted(set(seen["deleted"]) | set(deleted))
     for doc_id, groups in narrowed.items():
         seen["narrowed"][doc_id] = sorted(set(groups) & set(seen["narrowed"].get(doc_id, groups)))
+    seen["checked_at"] = datetime.now(UTC).isoformat()
     atomic_write_text(json.dumps(seen, indent=1), state.revoked_since_scan(settings.state))
 
 

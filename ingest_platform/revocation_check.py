@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 
 from ingest_platform import manifest as mf
 from ingest_platform.config import Settings
@@ -79,10 +80,12 @@ def during_run(settings: Settings, stage: str):
     ``promotion.RevocationResult`` when production changed, else None.
 
     Never fails the stage: a check that cannot run (another process holds the writer lock, the
-    index cannot be opened) is logged and tried again later, and the next scan sees everything."""
-    key = str(settings.home)
+    index cannot be opened) is logged and tried again later, and the next scan sees everything.
+    The shard steps of a run spread over processes list the sources once per interval between
+    them, not once each (the time of the last check is kept beside what it found)."""
+    key, interval = str(settings.home), settings.safety.revocation_check_s
     now = time.monotonic()
-    if now - _last_check.setdefault(key, now) < settings.safety.revocation_check_s:
+    if now - _last_check.setdefault(key, now) < interval:
         return None
     _last_check[key] = now
     from ingest_platform import promotion
@@ -90,16 +93,19 @@ def during_run(settings: Settings, stage: str):
 
     try:
         with writer_lock(settings.home, what=f"revocation check during {stage}"):
+            last = promotion.revoked_since_scan(settings)["checked_at"]  # by any process of the run
+            if last and (datetime.now(UTC) - datetime.fromisoformat(last)).total_seconds() < interval:
+                return None
             deleted, narrowed = listed_revocations(settings)
+            promotion.record_revoked_since_scan(settings, deleted, narrowed)
             if not deleted and not narrowed:
                 return None
-            promotion.record_revoked_since_scan(settings, deleted, narrowed)
             return promotion.apply_revocations(settings, why=f"seen while the run was at {stage}")
     except HomeLocked:
         log.info("revocation check during %s skipped: another process holds the writer lock", stage)
     except Exception as exc:  # noqa: BLE001 - the stage goes on; the next check or scan catches up
         log.warning("revocation check during %s failed (tried again in %.0fs): %s", stage,
-                    settings.safety.revocation_check_s, exc)
+                    interval, exc)
     return None
 
 
