@@ -306,6 +306,7 @@ def cmd_status(args) -> int:
 
     down = unavailable_sources(settings)
     hold = promotion.hold_report(settings)
+    revoked = {k: v for k, v in promotion.revoked_since_scan(settings).items() if k != "checked_at"}
     payload = {
         "home": str(settings.home),
         "documents": {"total": docs["total"], "by_status": docs["by_status"]},
@@ -313,6 +314,7 @@ def cmd_status(args) -> int:
         "stale": docs["stale"],
         "unavailable_sources": down,
         "deletions_held": hold,
+        "revoked_since_scan": revoked,
         "index": {"tags": store.tags(), "history": [e.__dict__ for e in store.history()[-10:]]},
     }
     human = [f"documents: {docs['total']}  " + "  ".join(f"{k}={v}" for k, v in docs["by_status"].items())]
@@ -323,6 +325,10 @@ def cmd_status(args) -> int:
         human.append(f"WARNING {len(hold['documents'])} deletions held: "
                      + ", ".join(d["doc_id"] for d in hold["documents"][:10])
                      + "; confirm with `ingest-platform promote --confirm-deletions`")
+    if revoked["deleted"] or revoked["narrowed"]:  # the manifest above does not know them yet
+        human.append("revoked during the last run, after its scan (out of production; the next scan records them): "
+                     + "; ".join([*(f"deleted {d}" for d in revoked["deleted"]),
+                                  *(f"narrowed {d} to {g or 'no groups'}" for d, g in revoked["narrowed"].items())]))
     human.append(f"index tags: {payload['index']['tags'] or 'none (run `ingest-platform run`)'}")
     _print(args, payload, "\n".join(human))
     return EXIT_OK

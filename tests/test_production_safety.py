@@ -407,7 +407,7 @@ def _run_stages(s, before: dict, after: dict) -> None:
     promotion.promote(s, candidate, why="test")
 
 
-def test_revocations_made_during_a_long_run_leave_production_before_it_ends(tmp_path):
+def test_revocations_made_during_a_long_run_leave_production_before_it_ends(tmp_path, capsys):
     """A parser or model upgrade makes a run that parses and embeds for hours while it holds the
     writer lock; a deletion or revoked group made after its scan waited for the next run. Now the
     long stages list the sources again as they go, and the run's own candidate, built from the
@@ -438,6 +438,12 @@ def test_revocations_made_during_a_long_run_leave_production_before_it_ends(tmp_
     assert "refund.md" not in served(s, REFUND) and "lanterns.md" not in served(s, "Zephyr K7 lantern")
     assert "hours.txt" not in served(s, HOURS, ("public", "staff"))  # ...and still serves none of them
     assert promotion.revoked_since_scan(s)["deleted"] == ["docs:support/hours.txt"]
+    from ingest_platform.cli import main
+
+    capsys.readouterr()
+    assert main(["status", "--home", str(s.home)]) == 0  # the manifest does not know them yet: status says
+    assert re.search(r"revoked during the last run.*deleted docs:support/hours.txt.*narrowed docs:policies/refund.md",
+                     capsys.readouterr().out)
     pipeline.run_all(s)  # the next scan writes it all into the manifest
     assert promotion.revoked_since_scan(s)["deleted"] == [] and promotion.revoked_since_scan(s)["narrowed"] == {}
     assert "refund.md" in served(s, REFUND, ("staff",)) and "refund.md" not in served(s, REFUND)
