@@ -12,8 +12,9 @@ What ``reconstruct`` does to one document's elements, in order:
 1. **Same-line pieces** (a section number and its heading, table header cells) are joined
    left to right into one line.
 2. **Furniture** is dropped: lines without a letter or digit (``· · · ·``, rules), letter-spaced
-   or rotated stamps (``1 2 0 2 n u J``), short lines repeated on several pages (running headers
-   and footers), and, once lines are joined, numbers standing alone (page numbers, axis ticks). A ``Header``/``Footer`` that is *not*
+   or rotated stamps (``1 2 0 2 n u J``), short lines repeated on half the pages, or on half the
+   pages of one parity, with numbers that are constant or follow the page number (running headers
+   and footers, ``_running_lines``), and, once lines are joined, numbers standing alone (page numbers, axis ticks). A ``Header``/``Footer`` that is *not*
    repeated is content (a one-page document's title is often classified ``Header``).
 3. **Lines are joined into paragraphs** when they continue each other: same page and column,
    the same font height, a vertical gap no larger than the document's own line spacing, and
@@ -236,16 +237,42 @@ def _norm(text: str) -> str:
     return re.sub(r"\d+", "#", " ".join(text.lower().split()))
 
 
-def _drop_furniture(els: list[_El]) -> list[_El]:
+def _running_lines(els: list[_El]) -> set[int]:
+    """The running headers and footers: ids of short lines printed again on other pages with their
+    numbers either the same (a year, a volume) or following the page number ("2 A. Author et
+    al." on page 2 and "4 A. Author et al." on page 4; a journal's page 454 on the PDF's page 4),
+    on at least half of the pages, or half of the pages of one parity (a book or a paper
+    alternates its heads between left and right pages, so each is on every other page). Lines
+    that differ only in numbers that do not follow the page ("Chapter 1", "Chapter 2") are content.
+    A copy set in a larger type than the rest (the title a head repeats) is kept."""
     pages = {e.page for e in els if e.page is not None}
-    repeated: set[str] = set()
-    if len(pages) >= 2:
-        on_pages: dict[str, set] = {}
-        for e in els:
-            if e.type in TEXT_TYPES and len(e.text) <= 100:
-                on_pages.setdefault(_norm(e.text), set()).add(e.page)
-        need = max(2, (len(pages) + 1) // 2)
-        repeated = {t for t, ps in on_pages.items() if len(ps) >= need}
+    if len(pages) < 2:
+        return set()
+    groups: dict[str, list[_El]] = {}
+    for e in els:
+        if e.type in TEXT_TYPES and len(e.text) <= 100 and e.page is not None:
+            groups.setdefault(_norm(e.text), []).append(e)
+    by_parity = [{p for p in pages if p % 2 == parity} for parity in (0, 1)]
+    out: set[int] = set()
+    for group in groups.values():
+        on = {e.page for e in group}
+        if len(on) < 2:
+            continue
+        halves = [2 * len(on) >= len(pages)] + [on <= ps and 2 * len(on) >= len(ps) for ps in by_parity]
+        if not any(halves):
+            continue
+        numbers = [[int(n) for n in re.findall(r"\d+", e.text)] for e in group]
+        if not all(len({ns[i] for ns in numbers}) == 1 or len({ns[i] - e.page for ns, e in zip(numbers, group)}) == 1
+                   for i in range(len(numbers[0]))):
+            continue
+        heights = sorted(e.height for e in group if e.height)
+        usual = heights[len(heights) // 2] if heights else None
+        out.update(id(e) for e in group if not (usual and e.height and e.height > 1.3 * usual))
+    return out
+
+
+def _drop_furniture(els: list[_El]) -> list[_El]:
+    running = _running_lines(els)
     out = []
     for e in els:
         if e.type not in TEXT_TYPES:
@@ -257,7 +284,7 @@ def _drop_furniture(els: list[_El]) -> list[_El]:
             continue  # rules, dot leaders, ornaments
         if _letter_spaced(text):
             continue  # rotated or letter-spaced stamps
-        if _norm(text) in repeated:
+        if id(e) in running:
             continue  # running headers and footers
         if e.type in FURNITURE_TYPES:  # not repeated: content, as a heading when it reads as one
             e.type = "Title" if not is_fragment(text) else "NarrativeText"

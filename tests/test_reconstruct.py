@@ -112,6 +112,52 @@ def test_furniture_is_dropped_and_lone_headers_are_kept(tmp_path):
     assert "Field report" in one["text"].to_pylist()
 
 
+def render_paper(path: Path, pages: int, chapters: list[int]) -> Path:
+    """A paper whose running heads alternate, as in print: "<page> A. Halvorsen et al." on even
+    pages, "Lantern field report <page>" on odd ones after the first, and a chapter line on top."""
+    from reportlab.lib.pagesizes import letter
+    from reportlab.pdfgen import canvas
+
+    c = canvas.Canvas(str(path), pagesize=letter)
+    lines = wrapped(BODY * pages)
+    per = -(-len(lines) // pages)
+    for p in range(1, pages + 1):
+        c.setFont("Helvetica", 8)
+        if p % 2 == 0:
+            c.drawString(72, 760, f"{p} A. Halvorsen et al.")
+        elif p > 1:
+            c.drawRightString(540, 760, f"Lantern field report {p}")
+        y = 720
+        if p == 1:
+            c.setFont("Helvetica-Bold", 14)
+            c.drawString(72, y, TITLE)
+            y -= 32
+        c.setFont("Helvetica-Bold", 12)
+        c.drawString(72, y, f"Chapter {chapters[p - 1]}")
+        y -= 24
+        c.setFont("Helvetica", 11)
+        for line in lines[(p - 1) * per:p * per]:
+            c.drawString(72, y, line)
+            y -= 11 * 1.6
+        c.showPage()
+    c.save()
+    return path
+
+
+@pytest.mark.parametrize("pages", [4, 5, 6])
+def test_alternating_running_heads_are_furniture_and_chapter_lines_are_not(tmp_path, pages):
+    """Each of a paper's two running heads is on every other page, under half the pages: they
+    used to become headings ("Lantern field report 3" over page 3's text). Lines that repeat with
+    numbers that do not follow the page are content."""
+    chapters = [1, 1, 2, 5, 9, 12][:pages]
+    out = reconstruct(parsed(render_paper(tmp_path / "paper.pdf", pages, chapters)), classify=classify_paragraph)
+    texts = out["text"].to_pylist()
+    assert not any("Halvorsen et al." in t for t in texts)  # on 2 of 4, 5 or 6 pages: all even ones
+    odd_heads = [t for t in texts if "Lantern field report" in t]
+    assert odd_heads == (["Lantern field report 3"] if pages == 4 else [])  # on one page of four: not a repeat
+    assert sum(t.startswith("Chapter ") for t in texts) == pages
+
+
 @pytest.mark.parametrize("text,fragment", [
     ("Refund policy", False), ("3.1 Overview", False), ("Module Three: Step 2: Design and Prototyping", False),
     ("cerebral white matter in living infants.", True), ("abnormalities. Whole body skeletal survey (WBSS), was", True),
