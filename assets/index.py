@@ -51,15 +51,19 @@ def production_revocations(context: dg.AssetExecutionContext, platform: Platform
         context.log.warning(f"production v{result.from_version} -> v{result.to_version}: removed "
                             f"{result.deleted[:20]}, narrowed {sorted(result.narrowed)[:20]}")
         out["production_version"] = result.to_version
-        out["changed_documents"] = meta.table(
-            [{"document": d, "change": "deleted"} for d in result.deleted]
-            + [{"document": d, "change": f"groups narrowed to {g or 'none'}"} for d, g in sorted(result.narrowed.items())],
-            [("document", "string", "a document production no longer serves (to some or all)"),
-             ("change", "string", "deleted from its source, or the groups it keeps")])
+        out["changed_documents"] = _revoked_table(result.deleted, result.narrowed)
     if hold:
         context.log.warning(f"deletion of {len(hold['documents'])} documents held until "
                             "`ingest-platform promote --confirm-deletions`")
     return dg.MaterializeResult(metadata=out)
+
+
+def _revoked_table(deleted: list[str], narrowed: dict[str, list[str]]) -> dg.TableMetadataValue:
+    return meta.table(
+        [{"document": d, "change": "deleted"} for d in deleted]
+        + [{"document": d, "change": f"groups narrowed to {g or 'none'}"} for d, g in sorted(narrowed.items())],
+        [("document", "string", "a document production no longer serves (to some or all)"),
+         ("change", "string", "deleted from its source, or the groups it keeps")])
 
 
 @dg.asset(group_name=GROUP, deps=[embeddings, production_revocations], kinds={"lancedb"})
@@ -74,7 +78,13 @@ def candidate_index(context: dg.AssetExecutionContext, platform: PlatformSetting
     if not result.wrote:
         context.log.info(f"index unchanged at version {result.version}: no new version written")
     diff = changes.chunk_changes(before, changes.index_texts(index_store.store)) if result.wrote else []
-    return dg.MaterializeResult(metadata={
+    # Taken out of production by the checks while this run parsed and embedded (after its scan):
+    # this candidate still holds them, and is promoted with them applied.
+    revoked = promotion.revoked_since_scan(s)
+    during = {"documents_revoked_during_run": len(revoked["deleted"]) + len(revoked["narrowed"])}
+    if during["documents_revoked_during_run"]:
+        during["revoked_during_run"] = _revoked_table(revoked["deleted"], revoked["narrowed"])
+    return dg.MaterializeResult(metadata={**during,
         "version": meta.text(result.version), "rows": result.rows, "new_version_written": result.wrote,
         "changes": meta.table([c.to_dict() for c in diff], meta.CHANGE_COLUMNS[:2] + meta.CHUNK_COLUMNS),
         "documents_upserted": result.upserted_docs, "documents_deleted": result.deleted_docs,

@@ -5,10 +5,13 @@ outages reported, explicit versions for operators only."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 from .conftest import REPO, make_corpus, write, write_config
 from .test_cli import cli, cli_main
@@ -111,3 +114,55 @@ def test_warnings_do_not_block_and_outages_are_reported(tmp_path, capsys):
     code, out, _ = cli_main(capsys, "query", "refund", "--config", cfg, "--version", str(summary["production_version"]),
                             "--operator", "--json")
     assert code == 0
+
+
+@pytest.mark.slow
+def test_a_revocation_made_while_a_cli_run_parses_leaves_production_before_the_run_ends(tmp_path):
+    """The operator's command, a real subprocess: a deletion and a revoked group made after the
+    run's scan leave production while the run is still parsing and embedding a bulk upload, and the
+    candidate's metadata in Dagster names them."""
+    import random
+    import time
+
+    import dagster as dg
+
+    from definitions import instance_for
+    from ingest_platform.config import load_settings
+
+    from .test_production_safety import HOURS, REFUND, revoke_public, served
+
+    root = make_corpus(tmp_path / "src")
+    cfg = str(write_config(tmp_path, root, extra="[safety]\nrevocation_check_s = 0.2"))
+    assert cli("run", "--config", cfg).returncode == 0
+    s = load_settings(cfg)
+    assert "refund.md" in served(s, REFUND) and "hours.txt" in served(s, HOURS)
+    words = "lantern battery cold charge beacon fjord crew winter lumen hour field shift lamp dock harbour".split()
+    rng = random.Random(7)
+    for i in range(300):  # a bulk upload: the run parses and embeds for a while
+        write(root, f"bulk/note-{i}.md", f"# Note {i}\n\n" + " ".join(rng.choice(words) for _ in range(60)) + ".\n")
+    manifest = s.state / "manifest.parquet"
+    scanned_before = manifest.stat().st_mtime_ns
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PLATFORM_")}
+    env["INGEST_PLATFORM_CONFIG"] = str(REPO / "tests" / "empty.toml")
+    run = subprocess.Popen([sys.executable, "-m", "ingest_platform.cli", "run", "--config", cfg], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while manifest.stat().st_mtime_ns == scanned_before and time.monotonic() < deadline:
+            time.sleep(0.05)  # the run's scan saves the manifest
+        revoke_public(root, "policies/refund.md")
+        (root / "support" / "hours.txt").unlink()
+        while "refund.md" in served(s, REFUND) and run.poll() is None:
+            time.sleep(0.1)
+        assert run.poll() is None, "the revocation waited for the run to end"
+        assert "hours.txt" not in served(s, HOURS, ("public", "staff"))
+    finally:
+        out, _ = run.communicate(timeout=900)
+    assert run.returncode == 0, out[-3000:]
+    assert "refund.md" not in served(s, REFUND) and "hours.txt" not in served(s, HOURS, ("public", "staff"))
+    instance = instance_for(s.home, s)
+    event = instance.get_latest_materialization_event(dg.AssetKey("candidate_index"))
+    metadata = event.asset_materialization.metadata
+    assert metadata["documents_revoked_during_run"].value == 2
+    assert {r.data["document"] for r in metadata["revoked_during_run"].records} == {
+        "docs:policies/refund.md", "docs:support/hours.txt"}
