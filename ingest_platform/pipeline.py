@@ -88,7 +88,7 @@ def attempt_store(s: Settings) -> SegmentStore:
     return SegmentStore(state.parse_attempts(s.state), ATTEMPT_SCHEMA, "cache_key")
 
 
-def retry_due(s: Settings, attempts_so_far: int, last: datetime | None) -> datetime | None:
+def next_try_at(s: Settings, attempts_so_far: int, last: datetime | None) -> datetime | None:
     """When a parse tried ``attempts_so_far`` times, the last at ``last``, may be tried again:
     ``[parsing] retry_after_s`` doubled after each attempt. None: at once (no time recorded)."""
     if last is None:
@@ -418,7 +418,7 @@ def _parse_todo(settings, todo, fp, pv, elements, failures, summary: ShardParse,
             if result.retried and n < allowed:  # maybe the machine's fault: a later run tries again
                 now = datetime.now(UTC)
                 attempt_rows.append({**row, "at": now})
-                summary.retrying[key] = mf.retry_note(result.reason, n, allowed, retry_due(settings, n, now))
+                summary.retrying[key] = mf.retry_note(result.reason, n, allowed, next_try_at(settings, n, now))
             else:
                 fail_rows.append({**row, "reason": f"{result.reason} ({n} attempts)"} if result.retried and n > 1 else row)
         else:
@@ -455,7 +455,7 @@ def _parse_todo(settings, todo, fp, pv, elements, failures, summary: ShardParse,
                     row = todo[h]
                     last = last_try.get(parse_key(h, fp))
                     if last is not None:  # tried before and failed for the machine: wait before the next try
-                        due = retry_due(settings, tried_before[last["cache_key"]], last["at"])
+                        due = next_try_at(settings, tried_before[last["cache_key"]], last["at"])
                         if due is not None and due > datetime.now(UTC):
                             summary.retrying[h] = mf.retry_note(last["reason"], tried_before[last["cache_key"]],
                                                                 allowed, due)
