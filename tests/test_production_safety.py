@@ -208,20 +208,25 @@ def test_unreadable_folder_is_unavailable(tmp_path):
         (root / "products").chmod(0o755)
 
 
-def _stages_with(s, between_scan_and_parse) -> dict:
-    """``run_all``'s stages with something happening between the scan and the parse (a user saving
-    a file mid-run, a share dropping), then the candidate judged and promoted through the one door."""
+def _run_stages(s, before: dict, after: dict | None = None) -> dict:
+    """``run_all``'s stages with something done before some of them (a user saving a file mid-run,
+    a share dropping) and checked after others, then the candidate judged and promoted through the
+    one door. Returns the stages' summaries."""
     from ingest_platform.stages import STAGES
 
     out = {}
     for stage in STAGES:
-        if stage.name == "parse":
-            between_scan_and_parse()
+        before.get(stage.name, lambda: None)()
         out[stage.name] = stage.run(s, None)
+        (after or {}).get(stage.name, lambda: None)()
     candidate = pipeline.index_store(s).tags()[CANDIDATE]
     promotion.judge(s, candidate)
     promotion.promote(s, candidate, why="test")
     return out
+
+
+def _stages_with(s, between_scan_and_parse) -> dict:
+    return _run_stages(s, before={"parse": between_scan_and_parse})
 
 
 def stale_documents(s) -> dict[str, str]:
@@ -391,20 +396,6 @@ def test_a_parser_crash_sticks_after_the_last_attempt(tmp_path, monkeypatch):
     s.parsing.timeout_s += 1  # new limits: tried again
     pipeline.run_all(s)
     assert _failures(s) == {} and "gift-cards.md" in served(s, "gift cards never expire")
-
-
-def _run_stages(s, before: dict, after: dict) -> None:
-    """``run_all``'s stages with something done before some of them and checked after others,
-    then the candidate judged and promoted through the one door."""
-    from ingest_platform.stages import STAGES
-
-    for stage in STAGES:
-        before.get(stage.name, lambda: None)()
-        stage.run(s, None)
-        after.get(stage.name, lambda: None)()
-    candidate = pipeline.index_store(s).tags()[CANDIDATE]
-    promotion.judge(s, candidate)
-    promotion.promote(s, candidate, why="test")
 
 
 def test_revocations_made_during_a_long_run_leave_production_before_it_ends(tmp_path, capsys):
