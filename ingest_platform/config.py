@@ -446,7 +446,8 @@ class Settings(BaseSettings):
             "redact": self.redact_sensitive,
             "default_groups": self.default_access_groups,
             # 2: paged formats are reconstructed (lines joined into paragraphs) before chunking.
-            # 3: running heads that alternate between pages are furniture (``reconstruct``).
+            # 3: running heads that alternate between pages are furniture, and a numbered line
+            # standing alone between paragraphs is a heading (``reconstruct``).
             "pipeline": 3,
             # The per-document guardrail policy decides the enriched text (corpus-wide settings,
             # boilerplate and near-duplicates, are applied after enrichment and need no re-chunk).

@@ -29,7 +29,8 @@ What ``reconstruct`` does to one document's elements, in order:
    put to unstructured's own narrative and title tests (``classify``); a longer one is body text.
 6. **Heading guard**: a ``Title`` that reads as a sentence fragment (starts in lower case, ends
    with a comma, semicolon, hyphen or a function word, holds a sentence break, is long, or is a
-   figure/table caption) becomes body text.
+   figure/table caption) becomes body text. A numbered line the partitioner called a list item
+   (``2. Methods``) is a heading when it reads as one and stands alone between paragraphs.
 
 Elements without coordinates (a parse cached before they were recorded) get the text rules only.
 The geometry thresholds are relative to each document's own line heights and spacing, not to
@@ -147,6 +148,9 @@ def reconstruct(elements: pa.Table, *, is_word: Callable[[str], bool] | None = N
             e.type = "NarrativeText" if is_fragment(e.text) else classify(e.text)
         if e.type == "Title" and is_fragment(e.text):
             e.type = "NarrativeText"
+    for i, e in enumerate(els):
+        if e.type == "ListItem" and _numbered_heading(e, els[i - 1] if i else None, els[i + 1] if i + 1 < len(els) else None):
+            e.type = "Title"
     rows = []
     for i, e in enumerate(els):
         row = dict(e.row, type=e.type, text=e.text, element_index=i)
@@ -290,6 +294,16 @@ def _drop_furniture(els: list[_El]) -> list[_El]:
             e.type = "Title" if not is_fragment(text) else "NarrativeText"
         out.append(e)
     return out
+
+
+def _numbered_heading(e: _El, prev: _El | None, nxt: _El | None) -> bool:
+    """A numbered line the partitioner called a list item that is a section heading ("2. Methods"):
+    short, not a sentence, not a fragment, and alone (neither neighbour is a list item: a list is a
+    run of items, a numbered heading stands between paragraphs)."""
+    text = e.text.strip()
+    return (bool(_NUMBERED.match(text)) and len(text) <= MAX_HEADING_CHARS and len(text.split()) <= MAX_HEADING_WORDS
+            and not _ends_sentence(text) and not is_fragment(text)
+            and all(n is None or n.type != "ListItem" for n in (prev, nxt)) and nxt is not None)
 
 
 def _document_words(els: list[_El]) -> set[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from ingest_platform.chunking import HEADING_SEP, chunk_elements
@@ -15,6 +16,7 @@ from ingest_platform.config import ParsingSettings
 from ingest_platform.models import DEFAULT_MODEL, load_tokenizer
 from ingest_platform.parsing import ParseError, classify_paragraph, parse_path
 from ingest_platform.reconstruct import is_fragment, reconstruct
+from ingest_platform.schemas import ELEMENTS
 
 from .conftest import EXAMPLE_DOCS, need
 
@@ -156,6 +158,43 @@ def test_alternating_running_heads_are_furniture_and_chapter_lines_are_not(tmp_p
     odd_heads = [t for t in texts if "Lantern field report" in t]
     assert odd_heads == (["Lantern field report 3"] if pages == 4 else [])  # on one page of four: not a repeat
     assert sum(t.startswith("Chapter ") for t in texts) == pages
+
+
+def test_a_laid_out_report_keeps_numbered_headings_lists_and_drops_its_running_heads(tmp_path, tok):
+    """A report laid out by reportlab's own layout engine (platypus), as generated PDFs are: the
+    partitioner calls "2. Results" a list item, like the items of a real list; a numbered line that
+    stands alone between paragraphs is a heading, a run of them stays a list."""
+    from reportlab.lib.pagesizes import letter
+    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.platypus import Paragraph, SimpleDocTemplate
+
+    styles = getSampleStyleSheet()
+    sections = ["Methods", "Results", "Crew feedback", "Maintenance", "Outlook"]
+    story = [Paragraph(TITLE, styles["Title"])]
+    for n, name in enumerate(sections, 1):
+        story.append(Paragraph(f"{n}. {name}", styles["Heading2"]))
+        story += [Paragraph(f"In the {name.lower()} part, {BODY[0].lower()}{BODY[1:]}", styles["BodyText"])] * 7
+        if name == "Maintenance":
+            story += [Paragraph(f"{i}. {step}", styles["BodyText"]) for i, step in
+                      enumerate(["Charge after every shift", "Keep the lantern in a warm pocket", "Replace worn seals"], 1)]
+            story.append(Paragraph(BODY, styles["BodyText"]))
+
+    def heads(canvas, doc):
+        canvas.setFont("Helvetica", 8)
+        canvas.drawString(72, 750, f"{doc.page}  A. Halvorsen and B. Berg" if doc.page % 2 == 0
+                          else f"Lantern field report  {doc.page}")
+
+    path = tmp_path / "report.pdf"
+    SimpleDocTemplate(str(path), pagesize=letter).build(story, onLaterPages=heads)
+    out = reconstruct(parsed(path), is_word=tok.vocab.__contains__, classify=classify_paragraph).to_pylist()
+    titles = [r["text"] for r in out if r["type"] == "Title"]
+    assert titles == [TITLE] + [f"{n}. {name}" for n, name in enumerate(sections, 1)]
+    assert [r["text"] for r in out if r["type"] == "ListItem"] == [
+        "1. Charge after every shift", "2. Keep the lantern in a warm pocket", "3. Replace worn seals"]
+    assert not any("Halvorsen and" in r["text"] or "field report" in r["text"] for r in out)
+    chunks = chunk_elements(pa.Table.from_pylist(out, schema=ELEMENTS), doc_id="d", doc_version="v", tokenizer=tok,
+                            max_tokens=254, overlap_tokens=32, min_tokens=64).to_pylist()
+    assert {c["heading_path"].split(HEADING_SEP)[-1] for c in chunks} >= {"2. Results", "4. Maintenance"}
 
 
 @pytest.mark.parametrize("text,fragment", [
