@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
         print_table(["embedding", "chunks/s", "ratio to bare"], [
             ["embed stage (model loaded)", ee["stage_chunks_per_s"], ee["ratio"]],
             ["embed stage + model load", stage_rate_with_load, ee["ratio_with_model_load"]],
-            ["bare SentenceTransformer.encode", ee["bare_chunks_per_s"], 1.0],
+            ["bare encoder (ONNX Runtime for an ONNX model, else SentenceTransformer.encode)", ee["bare_chunks_per_s"], 1.0],
             ["ratio of CPU seconds per chunk (bare / stage)", None, ee["ratio_cpu_time"]],
         ], title="Embedding stage vs bare encode, same texts, same process, same run (goal >= 0.9)")
 
