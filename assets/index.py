@@ -109,7 +109,8 @@ def production_index(context: dg.AssetExecutionContext, platform: PlatformSettin
         return dg.MaterializeResult(metadata={"version": candidate, "promoted": False,
                                               "reason": "candidate is already production"})
     try:
-        event = promotion.promote(s, candidate, why=f"pipeline run {context.run_id}", who="dagster", store=store)
+        event = promotion.promote(s, candidate, why=f"pipeline run {context.run_id}", who="dagster",
+                                  by_run=True, store=store)
     except PromotionRefused as exc:
         raise dg.Failure(description=str(exc)) from exc
     passed = gates.results(s.state, candidate)

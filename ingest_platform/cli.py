@@ -307,6 +307,7 @@ def cmd_status(args) -> int:
     down = unavailable_sources(settings)
     hold = promotion.hold_report(settings)
     revoked = {k: v for k, v in promotion.revoked_since_scan(settings).items() if k != "checked_at"}
+    rolled_back = promotion.rolled_back(store)
     payload = {
         "home": str(settings.home),
         "documents": {"total": docs["total"], "by_status": docs["by_status"]},
@@ -315,6 +316,7 @@ def cmd_status(args) -> int:
         "unavailable_sources": down,
         "deletions_held": hold,
         "revoked_since_scan": revoked,
+        "rollback_hold": rolled_back.__dict__ if rolled_back else None,
         "index": {"tags": store.tags(), "history": [e.__dict__ for e in store.history()[-10:]]},
     }
     human = [f"documents: {docs['total']}  " + "  ".join(f"{k}={v}" for k, v in docs["by_status"].items())]
@@ -329,6 +331,10 @@ def cmd_status(args) -> int:
         human.append("revoked during the last run, after its scan (out of production; the next scan records them): "
                      + "; ".join([*(f"deleted {d}" for d in revoked["deleted"]),
                                   *(f"narrowed {d} to {g or 'no groups'}" for d, g in revoked["narrowed"].items())]))
+    if rolled_back:
+        human.append(f"WARNING production rolled back to v{rolled_back.to_version} at {rolled_back.at[:19]}Z by "
+                     f"{rolled_back.who} ({rolled_back.why}): runs do not promote until an operator does "
+                     "(`ingest-platform promote`)")
     human.append(f"index tags: {payload['index']['tags'] or 'none (run `ingest-platform run`)'}")
     _print(args, payload, "\n".join(human))
     return EXIT_OK

@@ -923,7 +923,7 @@ def run_all(settings: Settings, *, promote: bool = True, embedder=None) -> dict:
             version = tags["candidate"]
             try:
                 promotion.judge(settings, version)
-                event = promotion.promote(settings, version, why="run_all")
+                event = promotion.promote(settings, version, why="run_all", by_run=True)
                 out["promotion"] = {"promoted": True, **asdict(event)}
             except PromotionRefused as exc:
                 log.warning("not promoted: %s", exc)

@@ -260,8 +260,22 @@ def _sanitised(settings: Settings, store: IndexStore, version: int) -> tuple[int
     return derived, exp
 
 
+def rolled_back(store: IndexStore) -> PromotionEvent | None:
+    """The rollback that holds a run's promotion: set while the last promotion or rollback in the
+    history is a rollback (revocations applied since derive from the same release and keep it),
+    ended by the next promotion an operator makes.
+
+    Why: an operator rolls back because a release is bad in a way no gate saw. The candidate the
+    runs build is that release, or that release plus whatever changed since, so the next scheduled
+    or sensor run promoting it would quietly undo the rollback within the hour."""
+    for event in reversed(store.history()):
+        if event.action in ("promote", "rollback"):
+            return event if event.action == "rollback" else None
+    return None
+
+
 def promote(settings: Settings, ref: str | int = CANDIDATE, *, why: str, who: str | None = None,
-            force_reason: str | None = None, confirm_deletions: bool = False,
+            force_reason: str | None = None, confirm_deletions: bool = False, by_run: bool = False,
             store: IndexStore | None = None) -> PromotionEvent:
     """Move ``production`` to ``ref`` if every required gate passed for that exact version.
 
@@ -277,6 +291,9 @@ def promote(settings: Settings, ref: str | int = CANDIDATE, *, why: str, who: st
         Promote despite missing or failing gates; the reason is recorded and logged at WARNING.
     confirm_deletions:
         Release a held mass deletion (``promote --confirm-deletions``).
+    by_run:
+        The promotion a pipeline run makes of its own candidate: refused while a rollback holds
+        (``rolled_back``), which only an operator's promotion ends.
 
     Returns
     -------
@@ -288,11 +305,16 @@ def promote(settings: Settings, ref: str | int = CANDIDATE, *, why: str, who: st
     Raises
     ------
     PromotionRefused
-        A required gate is missing or failed, or the version drops documents whose deletion is
-        held for confirmation.
+        A required gate is missing or failed, the version drops documents whose deletion is
+        held for confirmation, or (``by_run``) production was rolled back.
     """
     store = store or _store(settings)
     with writer_lock(settings.home, what="promote"):
+        if by_run and (rollback_event := rolled_back(store)) is not None:
+            raise PromotionRefused(
+                f"production was rolled back to v{rollback_event.to_version} at {rollback_event.at[:19]}Z by "
+                f"{rollback_event.who} ({rollback_event.why}): runs build and check candidates but promote none "
+                "until an operator promotes one (`ingest-platform promote`)")
         version = store.version_of(ref)
         if force_reason:
             log.warning("forced promotion of version %s: %s", version, force_reason)

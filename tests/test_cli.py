@@ -79,8 +79,15 @@ def test_cli_contract_run_status_query_promote_rollback(tmp_path, capsys):
     assert code == 0 and json.loads(out)["to_version"] == summary["production_version"]
     old = json.loads(cli_main(capsys, "query", "Zephyr K7 lumens", "--home", str(home), "--json")[1])
     assert "1200" in old["hits"][0]["text"]
+    # The next run (scheduled, nothing changed) does not undo the rollback: it says why, exit 3.
+    code, out, _ = cli_main(capsys, "run", "--config", cfg)
+    assert code == 3 and "NOT PROMOTED: production was rolled back" in out, out
+    assert "1200" in json.loads(cli_main(capsys, "query", "Zephyr K7 lumens", "--home", str(home), "--json")[1])["hits"][0]["text"]
+    status = cli_main(capsys, "status", "--home", str(home))[1]
+    assert "production rolled back" in status and "(test)" in status, status
     code, out, _ = cli_main(capsys, "promote", "--home", str(home), "--json")
     assert code == 0 and json.loads(out)["to_version"] == new["index_version"]
+    assert json.loads(cli_main(capsys, "status", "--home", str(home), "--json")[1])["rollback_hold"] is None
     code, out, _ = cli_main(capsys, "eval", "--home", str(home), "--golden", str(golden(tmp_path)), "--json")
     report = json.loads(out)
     assert code == 0 and report["metrics"]["recall_at_k"] == 1.0 and report["queries"] == 2

@@ -549,3 +549,34 @@ def test_retriever_releases_old_versions(built):
         r.search(REFUND, 3)
         counts.append(fds())
     assert counts[-1] - counts[2] <= 2, counts
+
+
+def test_a_rollback_holds_the_runs_promotions_until_an_operator_promotes(built, tmp_path):
+    """An operator rolls a bad release back; the next scheduled run (nothing changed: its candidate
+    is the bad release) used to promote it again within the hour. Runs now build and check
+    candidates but promote none until an operator promotes; revocations still reach production."""
+    s, root = built
+    store = pipeline.index_store(s)
+    v1 = store.tags()[PRODUCTION]
+    write(root, "products/new.md", "# Comet X\n\nThe Comet X torch is waterproof to 50 metres.\n")
+    assert pipeline.run_all(s)["promotion"]["promoted"]
+    assert promotion.rollback(s, why="bad release").to_version == v1
+
+    out = pipeline.run_all(s)  # a scheduled run: the sources did not change
+    assert store.tags()[PRODUCTION] == v1, out.get("promotion")
+    assert not out["promotion"]["promoted"] and "rolled back to v" in out["promotion"]["reason"]
+    assert "bad release" in out["promotion"]["reason"]
+
+    # A change to the sources builds a new candidate, still held; a revocation goes through.
+    write(root, "products/later.md", "# Nova lamp\n\nThe Nova lamp runs for nine hours.\n")
+    revoke_public(root, "policies/refund.md")
+    out = pipeline.run_all(s)
+    assert not out["promotion"]["promoted"] and store.history()[-1].action == "revoke"
+    assert "refund.md" not in served(s, REFUND) and "later.md" not in served(s, "Nova lamp nine hours")
+    assert promotion.rolled_back(store) is not None
+
+    # The operator promotes: the hold ends and runs promote again.
+    promotion.promote(s, why="fixed")
+    assert promotion.rolled_back(store) is None and "later.md" in served(s, "Nova lamp nine hours")
+    write(root, "products/later.md", "# Nova lamp\n\nThe Nova lamp runs for eleven hours.\n")
+    assert pipeline.run_all(s)["promotion"]["promoted"]
