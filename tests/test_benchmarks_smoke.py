@@ -170,8 +170,13 @@ def test_ingest_reports_stages_efficiency_and_memory(mini, tmp_path):
     result = json.loads(out.read_text())
     t = result["throughput"]
     assert t["documents"] == 20 and t["chunks"] > 0
-    assert t["stages"]["embed"]["summary"]["embedded"] == t["bare_encode"]["texts"]
-    assert t["embedding_efficiency"]["ratio"] > 0
+    # The interleaved comparison embeds every text the build's embed stage did, once on each side,
+    # a pair per shard, the side that runs first alternating.
+    ee = t["embedding_efficiency"]
+    assert ee["texts"] == t["stages"]["embed"]["summary"]["embedded"] == sum(p["texts"] for p in ee["pairs"])
+    assert [p["stage_first"] for p in ee["pairs"]][:2] == [True, False]
+    assert ee["ratio"] > 0 and ee["ratio_per_shard"]["min"] <= ee["ratio"] <= ee["ratio_per_shard"]["max"]
+    assert 0 < ee["stage_encode_s"] < ee["stage_wall_s"] and 0 < ee["ratio_in_stage"] < 1
     m = result["memory"]
     assert m["1x"]["documents"] == 6 and m["2x"]["documents"] == 12 and m["ratio"] > 0
 
