@@ -103,6 +103,7 @@ def production_index(context: dg.AssetExecutionContext, platform: PlatformSettin
     that exact version, so materializing this on its own cannot promote an unchecked index."""
     s = platform.get()
     store = index_store.store
+    promotion.apply_requested_rollback(s, store)  # an operator's, handed to this run
     tags = store.tags()
     candidate = tags[CANDIDATE]
     if tags.get(PRODUCTION) == candidate:

@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", help="move the production tag back to the previous production version")
     _common(p)
     p.add_argument("--reason", default="manual rollback")
+    p.add_argument("--wait", type=float, default=120.0, metavar="SECONDS",
+                   help="while a run holds the home, it carries the rollback out at its next check; wait "
+                        "this long for that (default 120; exit 4 after, the request stays with the run)")
 
     p = sub.add_parser("maintain", help="free what the state no longer needs: old index versions, cache rows, traces")
     _common(p)
@@ -308,6 +311,7 @@ def cmd_status(args) -> int:
     hold = promotion.hold_report(settings)
     revoked = {k: v for k, v in promotion.revoked_since_scan(settings).items() if k != "checked_at"}
     rolled_back = promotion.rolled_back(store)
+    request = promotion.rollback_request(settings)
     payload = {
         "home": str(settings.home),
         "documents": {"total": docs["total"], "by_status": docs["by_status"]},
@@ -317,6 +321,7 @@ def cmd_status(args) -> int:
         "deletions_held": hold,
         "revoked_since_scan": revoked,
         "rollback_hold": rolled_back.__dict__ if rolled_back else None,
+        "rollback_request": request,
         "index": {"tags": store.tags(), "history": [e.__dict__ for e in store.history()[-10:]]},
     }
     human = [f"documents: {docs['total']}  " + "  ".join(f"{k}={v}" for k, v in docs["by_status"].items())]
@@ -331,6 +336,12 @@ def cmd_status(args) -> int:
         human.append("revoked during the last run, after its scan (out of production; the next scan records them): "
                      + "; ".join([*(f"deleted {d}" for d in revoked["deleted"]),
                                   *(f"narrowed {d} to {g or 'no groups'}" for d, g in revoked["narrowed"].items())]))
+    if request and request["status"] in ("pending", "lapsed", "failed"):
+        human.append(f"{'WARNING ' if request['status'] != 'pending' else ''}rollback asked for at {request['at']} by "
+                     f"{request['who']} ({request['why']}): {request['status']}"
+                     + {"pending": " (the run that holds the home carries it out at its next check or when it ends)",
+                        "lapsed": " (the run it was handed to ended first; roll back again if still wanted)",
+                        "failed": f": {request.get('error')}"}[request["status"]])
     if rolled_back:
         human.append(f"WARNING production rolled back to v{rolled_back.to_version} at {rolled_back.at[:19]}Z by "
                      f"{rolled_back.who} ({rolled_back.why}): runs do not promote until an operator does "
@@ -571,7 +582,7 @@ def cmd_rollback(args) -> int:
     from ingest_platform.index import IndexError_
 
     try:
-        event = promotion.rollback(_settings(args), why=args.reason)
+        event = promotion.rollback(_settings(args), why=args.reason, wait_s=args.wait)
     except IndexError_ as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -327,7 +327,7 @@ class IndexStore:
         # Intent first, then the tag: a crash in between leaves a history entry the tag never
         # followed, which ``production_stack`` discards, rather than a move nobody recorded.
         # Readers watch this file, so they re-resolve the tag on their next query.
-        event = PromotionEvent(action, old, version, datetime.now(UTC).isoformat(), who or _whoami(), why,
+        event = PromotionEvent(action, old, version, datetime.now(UTC).isoformat(), who or whoami(), why,
                                based_on if based_on != version else None)
         self._record(event)
         faults.point("promote:recorded")
@@ -504,7 +504,8 @@ def _with_vectors(rows: pa.Table, vectors: pa.Array, schema: pa.Schema) -> pa.Ta
     return pa.Table.from_arrays([*rows.columns, vectors], schema=schema)
 
 
-def _whoami() -> str:
+def whoami() -> str:
+    """The user a promotion history entry names when the caller names nobody."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -127,7 +127,7 @@ def writer_lock(home: str | os.PathLike, *, what: str = "run", wait_s: float = 0
         fh.seek(0)
         fh.truncate()
         fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": what,
-                             "since": datetime.now(UTC).isoformat(timespec="seconds")}))
+                             "since": datetime.now(UTC).isoformat(timespec="milliseconds")}))
         fh.flush()
         with _held_guard:
             _held[key] = 1
@@ -168,7 +168,7 @@ def _lease(path, home, what: str, wait_s: float) -> Iterator[None]:
         return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": what, "token": token,
                            "since": since, "expires": time.time() + LEASE_S}).encode()
 
-    since = datetime.now(UTC).isoformat(timespec="seconds")
+    since = datetime.now(UTC).isoformat(timespec="milliseconds")
     deadline = time.monotonic() + wait_s
     while True:
         try:

@@ -118,6 +118,7 @@ def scan(settings: Settings, now: datetime | None = None) -> mf.ScanSummary:
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     settings.state.mkdir(parents=True, exist_ok=True)
+    promotion.lapse_rollback_request(settings)
     previous = mf.load_manifest(settings.state)
     items, unavailable, scanned = [], {}, []
     for cfg in settings.sources:
@@ -917,6 +918,7 @@ def run_all(settings: Settings, *, promote: bool = True, embedder=None) -> dict:
             t = time.perf_counter()
             result = stage.run(settings, embedder)
             out[stage.name] = {**(asdict(result) if result is not None else {}), "wall_s": time.perf_counter() - t}
+        promotion.apply_requested_rollback(settings)  # asked for while this run held the home
         t = time.perf_counter()
         tags = index_store(settings).tags()
         if promote and tags.get("candidate") != tags.get("production"):

@@ -4,7 +4,9 @@ Every move of the ``production`` tag goes through this module: the pipeline's pr
 ``ingest-platform promote`` / ``rollback``, ``pipeline.run_all`` and the security fast path. It knows
 which gates the current settings require, refuses a version without a passing verdict for each
 (unless forced, with a reason that is logged), holds a sudden mass deletion until an operator
-confirms it, and never lets a version re-expose a revoked or deleted document.
+confirms it, never lets a version re-expose a revoked or deleted document, and after a rollback
+lets no run promote until an operator does (a rollback asked for while a run holds the home is
+handed to that run).
 
 Why revocations bypass the gates: a version that only removes rows from production, or narrows the
 groups that may read them, cannot lower retrieval quality for anyone still entitled to see those
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,8 +34,8 @@ from pathlib import Path
 from ingest_platform import gates, state
 from ingest_platform import manifest as mf
 from ingest_platform.config import Settings
-from ingest_platform.errors import PromotionRefused
-from ingest_platform.index import CANDIDATE, PRODUCTION, PROMOTED_PREFIX, IndexStore, PromotionEvent
+from ingest_platform.errors import HomeLocked, PromotionRefused
+from ingest_platform.index import CANDIDATE, PRODUCTION, PROMOTED_PREFIX, IndexStore, PromotionEvent, whoami
 from ingest_platform.locking import file_lock, writer_lock
 
 log = logging.getLogger(__name__)
@@ -351,17 +354,142 @@ def promote(settings: Settings, ref: str | int = CANDIDATE, *, why: str, who: st
         return store.move_production(target, "promote", why=why, who=who, based_on=version)
 
 
-def rollback(settings: Settings, *, why: str, who: str | None = None,
+def rollback(settings: Settings, *, why: str, who: str | None = None, wait_s: float = 0.0,
              store: IndexStore | None = None) -> PromotionEvent:
     """Move ``production`` back to the previous production version, with the current revocations
-    and deletions applied on top (a new version derived from it when needed)."""
+    and deletions applied on top (a new version derived from it when needed). Until an operator
+    promotes again, runs promote nothing (``rolled_back``).
+
+    Parameters
+    ----------
+    why, who:
+        Recorded in the promotion history.
+    wait_s:
+        While a run holds the home's writer lock (a re-parse or re-embed can hold it for hours), the
+        rollback is handed to that run, which carries it out at its next revocation check (every
+        ``[safety] revocation_check_s`` while it parses or embeds) or when it ends; this waits up
+        to ``wait_s`` for that, or for the lock to come free and rolls back itself.
+
+    Raises
+    ------
+    HomeLocked
+        Neither happened within ``wait_s``; the message says the request is with the run
+        (``rollback_request``; it lapses if the run ends without carrying it out).
+    IndexError_
+        No earlier production version is kept.
+
+    Example
+    -------
+    >>> promotion.rollback(settings, why="answers cite the wrong price list", wait_s=120)
+    PromotionEvent(action='rollback', from_version=9, to_version=7, ...)
+    """
     store = store or _store(settings)
+    deadline = time.monotonic() + wait_s
+    request: dict | None = None
+    while True:
+        try:
+            with writer_lock(settings.home, what="rollback"):
+                if request is not None:  # handed over earlier: done by the run meanwhile, or withdrawn now
+                    done = _close_rollback_request(settings, request["id"])
+                    if done is not None:
+                        return PromotionEvent(**done)
+                return _rollback(settings, store, why, who)
+        except HomeLocked as locked:
+            if request is None:
+                request = _request_rollback(settings, why, who)
+            seen = rollback_request(settings) or {}
+            if seen.get("id") == request["id"] and seen["status"] == "applied":
+                return PromotionEvent(**seen["event"])
+            if seen.get("id") == request["id"] and seen["status"] == "failed":
+                from ingest_platform.index import IndexError_
+
+                raise IndexError_(seen["error"]) from None
+            if time.monotonic() >= deadline:
+                raise HomeLocked(
+                    f"{locked}; the rollback is handed to it: it rolls back at its next check (every "
+                    f"{settings.safety.revocation_check_s:g} s while it parses or embeds) or when it ends, "
+                    "and `status` shows the request until then") from None
+            time.sleep(0.2)
+
+
+def _rollback(settings: Settings, store: IndexStore, why: str, who: str | None) -> PromotionEvent:
+    previous = store.rollback_target()
+    target, exp = _sanitised(settings, store, previous)
+    if exp:
+        why = f"{why} (v{previous} with revocations applied: {exp.describe()})"
+    return store.move_production(target, "rollback", why=why, who=who, based_on=previous)
+
+
+# ---- a rollback asked for while a run holds the home ------------------------------------------------
+
+
+def rollback_request(settings: Settings) -> dict | None:
+    """The last rollback handed to a run: ``{"id", "why", "who", "at", "status"}``, status
+    ``pending``, ``applied`` (with the ``event``), ``failed`` (with the ``error``) or ``lapsed``
+    (the run ended, or the next one scanned, without carrying it out)."""
+    path = state.rollback_request(settings.state)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write_rollback_request(settings: Settings, request: dict) -> None:
+    from ingest_platform.storage import atomic_write_text
+
+    atomic_write_text(json.dumps(request, indent=1), state.rollback_request(settings.state))
+
+
+def _request_rollback(settings: Settings, why: str, who: str | None) -> dict:
+    import uuid
+
+    request = {"id": uuid.uuid4().hex, "why": why, "who": who or whoami(),
+               "at": datetime.now(UTC).isoformat(timespec="milliseconds"), "status": "pending"}
+    _write_rollback_request(settings, request)
+    log.warning("rollback handed to the run that holds %s: %s", settings.home, why)
+    return request
+
+
+def _close_rollback_request(settings: Settings, request_id: str) -> dict | None:
+    """Under the writer lock: the event if the run carried the request out, else it is withdrawn
+    (the caller rolls back itself) and None."""
+    seen = rollback_request(settings)
+    if seen is None or seen["id"] != request_id:
+        return None
+    if seen["status"] == "applied":
+        return seen["event"]
+    path = state.rollback_request(settings.state)
+    if path.exists():
+        path.unlink()
+    return None
+
+
+def apply_requested_rollback(settings: Settings, store: IndexStore | None = None) -> PromotionEvent | None:
+    """Carry out a pending rollback request; a run calls this at its revocation checks and when it
+    ends (it holds the writer lock). Returns the event, or None when nothing was pending."""
+    seen = rollback_request(settings)
+    if seen is None or seen["status"] != "pending":
+        return None
+    from ingest_platform.index import IndexError_
+
     with writer_lock(settings.home, what="rollback"):
-        previous = store.rollback_target()
-        target, exp = _sanitised(settings, store, previous)
-        if exp:
-            why = f"{why} (v{previous} with revocations applied: {exp.describe()})"
-        return store.move_production(target, "rollback", why=why, who=who, based_on=previous)
+        try:
+            event = _rollback(settings, store or _store(settings),
+                              f"{seen['why']} (asked for at {seen['at']} while a run held the home)", seen["who"])
+        except IndexError_ as exc:
+            _write_rollback_request(settings, {**seen, "status": "failed", "error": str(exc)})
+            return None
+        _write_rollback_request(settings, {**seen, "status": "applied", "event": event.__dict__})
+        return event
+
+
+def lapse_rollback_request(settings: Settings) -> None:
+    """A run's scan starts: a request made before this run took the writer lock was handed to
+    another holder that never carried it out (it failed or ended first), and is not this run's to
+    carry out hours later; it is marked lapsed, and ``status`` says so."""
+    from ingest_platform.locking import holder
+
+    seen = rollback_request(settings)
+    since = (holder(settings.home) or {}).get("since")
+    if seen is not None and seen["status"] == "pending" and since and seen["at"] < since:
+        _write_rollback_request(settings, {**seen, "status": "lapsed"})
 
 
 @dataclass

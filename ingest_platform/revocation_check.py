@@ -93,6 +93,7 @@ def during_run(settings: Settings, stage: str):
 
     try:
         with writer_lock(settings.home, what=f"revocation check during {stage}"):
+            promotion.apply_requested_rollback(settings)  # an operator's, handed to this run
             last = promotion.revoked_since_scan(settings)["checked_at"]  # by any process of the run
             if last and (datetime.now(UTC) - datetime.fromisoformat(last)).total_seconds() < interval:
                 return None

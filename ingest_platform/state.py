@@ -22,7 +22,7 @@ Layout::
       promotions.jsonl            every move of the production tag
       gates/v<N>/<gate>.json      recorded gate verdicts per index version
       evals/v<N>.json  evals/history/<table>/*.parquet  evals/history.png
-      holds/deletions.json  holds/revoked-since-scan.json  revocations.jsonl
+      holds/deletions.json  holds/revoked-since-scan.json  holds/rollback-request.json  revocations.jsonl
       traces/queries-<day>.jsonl  feedback/feedback.jsonl  golden/production.jsonl  review/
       monitoring/  guardrails-history.jsonl  last_complete_run.json
       dagster/                    the Dagster instance (runs, events, schedules)
@@ -164,6 +164,10 @@ def deletion_hold(home) -> Path:
 
 def revoked_since_scan(home) -> Path:
     return root(home) / "holds" / "revoked-since-scan.json"
+
+
+def rollback_request(home) -> Path:
+    return root(home) / "holds" / "rollback-request.json"
 
 
 def revocations(home) -> Path:

@@ -166,3 +166,48 @@ def test_a_revocation_made_while_a_cli_run_parses_leaves_production_before_the_r
     assert metadata["documents_revoked_during_run"].value == 2
     assert {r.data["document"] for r in metadata["revoked_during_run"].records} == {
         "docs:policies/refund.md", "docs:support/hours.txt"}
+
+
+@pytest.mark.slow
+def test_a_rollback_asked_for_while_a_cli_run_parses_is_carried_out_before_the_run_ends(tmp_path):
+    """Both commands real subprocesses: `rollback` during a run that parses a bulk upload returns
+    once the run has rolled production back (it used to exit 4, "locked", for the whole run), and
+    the run then does not promote its own candidate over the rollback."""
+    import random
+    import time
+
+    from ingest_platform import pipeline
+    from ingest_platform.config import load_settings
+
+    root = make_corpus(tmp_path / "src")
+    cfg = str(write_config(tmp_path, root, extra="[safety]\nrevocation_check_s = 0.2"))
+    assert cli("run", "--config", cfg).returncode == 0
+    write(root, "products/new.md", "# Comet X\n\nThe Comet X torch is waterproof to 50 metres.\n")
+    assert cli("run", "--config", cfg).returncode == 0
+    s = load_settings(cfg)
+    store = pipeline.index_store(s)
+    v1, v2 = store.production_stack()[-2:]
+    words = "lantern battery cold charge beacon fjord crew winter lumen hour field shift lamp dock harbour".split()
+    rng = random.Random(7)
+    for i in range(300):  # a bulk upload: the run parses and embeds for a while
+        write(root, f"bulk/note-{i}.md", f"# Note {i}\n\n" + " ".join(rng.choice(words) for _ in range(60)) + ".\n")
+    manifest = s.state / "manifest.parquet"
+    scanned_before = manifest.stat().st_mtime_ns
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PLATFORM_")}
+    env["INGEST_PLATFORM_CONFIG"] = str(REPO / "tests" / "empty.toml")
+    run = subprocess.Popen([sys.executable, "-m", "ingest_platform.cli", "run", "--config", cfg], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while manifest.stat().st_mtime_ns == scanned_before and time.monotonic() < deadline:
+            time.sleep(0.05)  # the run's scan saved the manifest: it parses now
+        rollback = cli("rollback", "--config", cfg, "--reason", "bad torch data", "--json")
+        assert rollback.returncode == 0, rollback.stderr
+        assert run.poll() is None, "the rollback waited for the run to end"
+        event = json.loads(rollback.stdout)
+        assert event["to_version"] == v1 and "while a run held the home" in event["why"]
+        assert store.tags()["production"] == v1
+    finally:
+        out, _ = run.communicate(timeout=900)
+    assert run.returncode == 3 and "NOT PROMOTED: production was rolled back" in out, out[-3000:]
+    assert store.tags()["production"] == v1 != v2

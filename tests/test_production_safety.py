@@ -580,3 +580,90 @@ def test_a_rollback_holds_the_runs_promotions_until_an_operator_promotes(built, 
     assert promotion.rolled_back(store) is None and "later.md" in served(s, "Nova lamp nine hours")
     write(root, "products/later.md", "# Nova lamp\n\nThe Nova lamp runs for eleven hours.\n")
     assert pipeline.run_all(s)["promotion"]["promoted"]
+
+
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from ingest_platform import revocation_check
+from ingest_platform.config import load_settings
+from ingest_platform.locking import writer_lock
+
+s = load_settings(sys.argv[1])
+holding, go, stop = (Path(p) for p in sys.argv[2:5])
+with writer_lock(s.home, what="run"):
+    holding.touch()
+    deadline = time.monotonic() + 120
+    while not stop.exists() and time.monotonic() < deadline:
+        if go.exists():  # the run is parsing: its progress calls the check
+            revocation_check.during_run(s, "parse")
+        time.sleep(0.05)
+"""
+
+
+def _hold_the_home(cfg: Path, tmp_path: Path, name: str):
+    """A real second process that holds the writer lock as a long run does, and runs the run's
+    check once ``<name>.go`` exists; returns (process, go file, stop file)."""
+    import subprocess
+    import sys
+
+    holding, go, stop = (tmp_path / f"{name}.{x}" for x in ("holding", "go", "stop"))
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(cfg), str(holding), str(go), str(stop)],
+                            cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 60
+    while not holding.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the holder did not start"
+        time.sleep(0.05)
+    return proc, go, stop
+
+
+def test_a_rollback_asked_for_during_a_long_run_is_carried_out_by_the_run(tmp_path):
+    """A re-parse or re-embed holds the home for hours; a rollback used to fail with "locked" for
+    all that time. It is handed to the run, which carries it out at its next check; a request the
+    run never carried out lapses at the next run's scan instead of rolling back hours later."""
+    from ingest_platform.config import load_settings
+    from ingest_platform.errors import HomeLocked
+
+    from .conftest import write_config
+
+    root = make_corpus(tmp_path / "src")
+    cfg = write_config(tmp_path, root, extra="[safety]\nrevocation_check_s = 0.1")
+    s = load_settings(str(cfg))
+    pipeline.run_all(s)
+    store = pipeline.index_store(s)
+    v1 = store.tags()[PRODUCTION]
+    write(root, "products/new.md", "# Comet X\n\nThe Comet X torch is waterproof to 50 metres.\n")
+    pipeline.run_all(s)
+    v2 = store.tags()[PRODUCTION]
+
+    proc, go, stop = _hold_the_home(cfg, tmp_path, "run1")
+    try:
+        with pytest.raises(HomeLocked, match="handed to it"):
+            promotion.rollback(s, why="wrong torch depth", who="ops", wait_s=0)
+        assert promotion.rollback_request(s)["status"] == "pending" and store.tags()[PRODUCTION] == v2
+        go.touch()  # the run reaches its next check
+        deadline = time.monotonic() + 60
+        while promotion.rollback_request(s)["status"] == "pending" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None  # carried out while the run still holds the home
+    finally:
+        stop.touch()
+        proc.wait(timeout=60)
+    assert promotion.rollback_request(s)["status"] == "applied"
+    assert store.tags()[PRODUCTION] == v1
+    event = store.history()[-1]
+    assert (event.action, event.who) == ("rollback", "ops") and "while a run held the home" in event.why
+    assert not pipeline.run_all(s)["promotion"]["promoted"]  # the rollback holds
+
+    # Handed to a holder that ends without carrying it out: the next run's scan lets it lapse.
+    promotion.promote(s, why="operator: forward again")
+    proc, go, stop = _hold_the_home(cfg, tmp_path, "run2")
+    try:
+        with pytest.raises(HomeLocked):
+            promotion.rollback(s, why="changed my mind later", wait_s=0)
+    finally:
+        stop.touch()
+        proc.wait(timeout=60)
+    production = store.tags()[PRODUCTION]
+    pipeline.run_all(s)
+    assert promotion.rollback_request(s)["status"] == "lapsed" and store.tags()[PRODUCTION] == production
