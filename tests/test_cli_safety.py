@@ -116,12 +116,33 @@ def test_warnings_do_not_block_and_outages_are_reported(tmp_path, capsys):
     assert code == 0
 
 
+def _a_run_parsing_a_bulk_upload(root, cfg: str, settings) -> subprocess.Popen:
+    """A real `ingest-platform run` of 300 new files (it parses and embeds for a while), returned
+    once its scan has saved the manifest: the run holds the home and is past its scan."""
+    import random
+    import time
+
+    words = "lantern battery cold charge beacon fjord crew winter lumen hour field shift lamp dock harbour".split()
+    rng = random.Random(7)
+    for i in range(300):
+        write(root, f"bulk/note-{i}.md", f"# Note {i}\n\n" + " ".join(rng.choice(words) for _ in range(60)) + ".\n")
+    manifest = settings.state / "manifest.parquet"
+    scanned_before = manifest.stat().st_mtime_ns
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PLATFORM_")}
+    env["INGEST_PLATFORM_CONFIG"] = str(REPO / "tests" / "empty.toml")
+    run = subprocess.Popen([sys.executable, "-m", "ingest_platform.cli", "run", "--config", cfg], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while manifest.stat().st_mtime_ns == scanned_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return run
+
+
 @pytest.mark.slow
 def test_a_revocation_made_while_a_cli_run_parses_leaves_production_before_the_run_ends(tmp_path):
     """The operator's command, a real subprocess: a deletion and a revoked group made after the
     run's scan leave production while the run is still parsing and embedding a bulk upload, and the
     candidate's metadata in Dagster names them."""
-    import random
     import time
 
     import dagster as dg
@@ -136,20 +157,8 @@ def test_a_revocation_made_while_a_cli_run_parses_leaves_production_before_the_r
     assert cli("run", "--config", cfg).returncode == 0
     s = load_settings(cfg)
     assert "refund.md" in served(s, REFUND) and "hours.txt" in served(s, HOURS)
-    words = "lantern battery cold charge beacon fjord crew winter lumen hour field shift lamp dock harbour".split()
-    rng = random.Random(7)
-    for i in range(300):  # a bulk upload: the run parses and embeds for a while
-        write(root, f"bulk/note-{i}.md", f"# Note {i}\n\n" + " ".join(rng.choice(words) for _ in range(60)) + ".\n")
-    manifest = s.state / "manifest.parquet"
-    scanned_before = manifest.stat().st_mtime_ns
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PLATFORM_")}
-    env["INGEST_PLATFORM_CONFIG"] = str(REPO / "tests" / "empty.toml")
-    run = subprocess.Popen([sys.executable, "-m", "ingest_platform.cli", "run", "--config", cfg], cwd=REPO, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = _a_run_parsing_a_bulk_upload(root, cfg, s)
     try:
-        deadline = time.monotonic() + 300
-        while manifest.stat().st_mtime_ns == scanned_before and time.monotonic() < deadline:
-            time.sleep(0.05)  # the run's scan saves the manifest
         revoke_public(root, "policies/refund.md")
         (root / "support" / "hours.txt").unlink()
         while "refund.md" in served(s, REFUND) and run.poll() is None:
@@ -173,9 +182,6 @@ def test_a_rollback_asked_for_while_a_cli_run_parses_is_carried_out_before_the_r
     """Both commands real subprocesses: `rollback` during a run that parses a bulk upload returns
     once the run has rolled production back (it used to exit 4, "locked", for the whole run), and
     the run then does not promote its own candidate over the rollback."""
-    import random
-    import time
-
     from ingest_platform import pipeline
     from ingest_platform.config import load_settings
 
@@ -187,20 +193,8 @@ def test_a_rollback_asked_for_while_a_cli_run_parses_is_carried_out_before_the_r
     s = load_settings(cfg)
     store = pipeline.index_store(s)
     v1, v2 = store.production_stack()[-2:]
-    words = "lantern battery cold charge beacon fjord crew winter lumen hour field shift lamp dock harbour".split()
-    rng = random.Random(7)
-    for i in range(300):  # a bulk upload: the run parses and embeds for a while
-        write(root, f"bulk/note-{i}.md", f"# Note {i}\n\n" + " ".join(rng.choice(words) for _ in range(60)) + ".\n")
-    manifest = s.state / "manifest.parquet"
-    scanned_before = manifest.stat().st_mtime_ns
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_PLATFORM_")}
-    env["INGEST_PLATFORM_CONFIG"] = str(REPO / "tests" / "empty.toml")
-    run = subprocess.Popen([sys.executable, "-m", "ingest_platform.cli", "run", "--config", cfg], cwd=REPO, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = _a_run_parsing_a_bulk_upload(root, cfg, s)
     try:
-        deadline = time.monotonic() + 300
-        while manifest.stat().st_mtime_ns == scanned_before and time.monotonic() < deadline:
-            time.sleep(0.05)  # the run's scan saved the manifest: it parses now
         rollback = cli("rollback", "--config", cfg, "--reason", "bad torch data", "--json")
         assert rollback.returncode == 0, rollback.stderr
         assert run.poll() is None, "the rollback waited for the run to end"
