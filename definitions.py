@@ -179,10 +179,17 @@ def execute_run(*, config_file: str | None = None, home: str | None = None, over
             assets=ASSETS, asset_checks=[*CHECKS, *FRESHNESS_CHECKS, *(extra_checks or [])], jobs=[index_job],
             resources=build_resources(config_file, str(settings.home), overrides), executor=dg.in_process_executor,
         ).resolve_job_def(index_job.name)
-        return job.execute_in_process(
-            instance=instance or instance_for(settings.home, settings), raise_on_error=raise_on_error,
-            tags={"ingest_platform/trigger": "cli", **RUN_ORIGIN_TAGS},
-        )
+        try:
+            return job.execute_in_process(
+                instance=instance or instance_for(settings.home, settings), raise_on_error=raise_on_error,
+                tags={"ingest_platform/trigger": "cli", **RUN_ORIGIN_TAGS},
+            )
+        finally:
+            # A rollback handed to this run is carried out before the lock goes, also when a
+            # blocking check stopped the run before ``production_index``.
+            from ingest_platform import promotion
+
+            promotion.apply_requested_rollback(settings)
 
 
 def _plain_overrides(overrides: dict | None) -> dict:

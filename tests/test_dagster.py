@@ -176,6 +176,36 @@ def test_failing_blocking_check_stops_promotion(tmp_path):
         assert not promoted
 
 
+def test_a_rollback_handed_to_a_run_that_a_check_stops_is_carried_out_when_it_ends(tmp_path):
+    """The run's promotion step, one place that carries out a rollback handed to it, is skipped when
+    a blocking check fails; the rollback asked for meanwhile is carried out as the run ends."""
+    from ingest_platform import promotion
+
+    from .test_cli import cli
+
+    root = make_corpus(tmp_path / "src")
+    s = make_settings(tmp_path, root)
+    cfg = write_config(tmp_path, root)
+    with dg.instance_for_test() as instance:
+        assert execute_run(config_file=str(cfg), instance=instance).success
+        store = pipeline.index_store(s)
+        v1 = store.version_of("production")
+        write(root, "products/new.md", "# Comet X\n\nThe Comet X torch is waterproof to 50 metres.\n")
+        assert execute_run(config_file=str(cfg), instance=instance).success
+
+        @dg.asset_check(asset=definitions.candidate_index, blocking=True, name="fails_after_a_rollback_is_asked")
+        def fails_after_a_rollback_is_asked() -> dg.AssetCheckResult:
+            asked = cli("rollback", "--config", str(cfg), "--reason", "bad torch", "--wait", "0")
+            assert asked.returncode == 4 and "handed to it" in asked.stderr, asked.stderr
+            return dg.AssetCheckResult(passed=False)
+
+        write(root, "products/new.md", "# Comet X\n\nThe Comet X torch is waterproof to 60 metres.\n")
+        result = execute_run(config_file=str(cfg), instance=instance, extra_checks=[fails_after_a_rollback_is_asked])
+        assert not result.success
+        assert promotion.rollback_request(s)["status"] == "applied"
+        assert store.version_of("production") == v1 and store.history()[-1].action == "rollback"
+
+
 def test_promotion_refuses_versions_without_passing_gates(tmp_path):
     root = make_corpus(tmp_path / "src")
     s = make_settings(tmp_path, root)
