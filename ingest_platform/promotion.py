@@ -35,8 +35,8 @@ from ingest_platform import gates, state
 from ingest_platform import manifest as mf
 from ingest_platform.config import Settings
 from ingest_platform.errors import HomeLocked, PromotionRefused
-from ingest_platform.index import CANDIDATE, PRODUCTION, PROMOTED_PREFIX, IndexStore, PromotionEvent, whoami
-from ingest_platform.locking import file_lock, writer_lock
+from ingest_platform.index import CANDIDATE, PRODUCTION, PROMOTED_PREFIX, IndexError_, IndexStore, PromotionEvent, whoami
+from ingest_platform.locking import file_lock, holder, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -401,8 +401,6 @@ def rollback(settings: Settings, *, why: str, who: str | None = None, wait_s: fl
             if seen.get("id") == request["id"] and seen["status"] == "applied":
                 return PromotionEvent(**seen["event"])
             if seen.get("id") == request["id"] and seen["status"] == "failed":
-                from ingest_platform.index import IndexError_
-
                 raise IndexError_(seen["error"]) from None
             if time.monotonic() >= deadline:
                 raise HomeLocked(
@@ -467,8 +465,6 @@ def apply_requested_rollback(settings: Settings, store: IndexStore | None = None
     seen = rollback_request(settings)
     if seen is None or seen["status"] != "pending":
         return None
-    from ingest_platform.index import IndexError_
-
     with writer_lock(settings.home, what="rollback"):
         try:
             event = _rollback(settings, store or _store(settings),
@@ -484,8 +480,6 @@ def lapse_rollback_request(settings: Settings) -> None:
     """A run's scan starts: a request made before this run took the writer lock was handed to
     another holder that never carried it out (it failed or ended first), and is not this run's to
     carry out hours later; it is marked lapsed, and ``status`` says so."""
-    from ingest_platform.locking import holder
-
     seen = rollback_request(settings)
     since = (holder(settings.home) or {}).get("since")
     if seen is not None and seen["status"] == "pending" and since and seen["at"] < since:
