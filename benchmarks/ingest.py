@@ -183,7 +183,7 @@ def embed_interleaved(settings, embedder) -> dict:
     revocation check, the saves) and the bare encoder on exactly the texts that call embedded, the
     one right after the other, the order alternating from shard to shard so neither side always
     runs second. Each pair sees the same phase of the machine; the ratio is of the sums. On this
-    machine the speed still moves within a pair (the same 600 texts took 13 s or 25 s), so the
+    machine the speed still moves within a pair (a shard's ratio ranged from 0.62 to 1.57), so the
     stage's time inside its encoder's ``encode`` is also counted (``_TimedEmbedder``): its share of
     the stage's time is the ratio the stage would have if the encoder inside it ran exactly as fast
     as the bare one, with no drift at all (``ratio_in_stage``)."""
