@@ -275,7 +275,9 @@ class _MemoryVectors:
         rowids = data["_rowid"].to_numpy()
         self._order = np.argsort(rowids)
         self._sorted_ids = rowids[self._order]
-        self.rows = data.drop_columns(["vector", "_rowid"])
+        self.rows = data.drop_columns(["vector", "_rowid"]).combine_chunks()
+        # What fusion needs of a candidate; the other columns are read for the winners only.
+        self._ids = {name: self.rows[name].to_numpy(zero_copy_only=False) for name in ("chunk_id", "doc_id")}
         self.table = table
         self._masks: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
@@ -291,15 +293,25 @@ class _MemoryVectors:
                 return found
         ids = (self.table.search().where(where, prefilter=True).with_row_id(True).select(["chunk_id"])
                .limit(None).to_arrow()["_rowid"].to_numpy())
-        positions = np.sort(self._order[np.searchsorted(self._sorted_ids, ids)])
+        positions = np.sort(self.positions(ids))
         with self._lock:
             self._masks[where] = positions
             while len(self._masks) > self.MASKS:
                 self._masks.popitem(last=False)
         return positions
 
+    def positions(self, rowids):
+        """Positions (into ``matrix`` and ``rows``) of LanceDB row ids of this version."""
+        import numpy as np
+
+        at = np.minimum(np.searchsorted(self._sorted_ids, rowids), len(self._sorted_ids) - 1)
+        if len(at) and not np.array_equal(self._sorted_ids[at], rowids):
+            raise IndexError_("a row id is not in the pinned version's rows held in memory")
+        return self._order[at]
+
     def search(self, vector, where: str, depth: int) -> list[dict]:
-        """The ``depth`` nearest admitted rows, best first, each with ``_distance``."""
+        """The ``depth`` nearest admitted rows, best first: ``chunk_id``, ``doc_id``, ``_distance``
+        and their position (``_pos``); ``hydrate`` adds the other columns to the ones kept."""
         import numpy as np
 
         positions = self._admitted(where)
@@ -311,10 +323,16 @@ class _MemoryVectors:
         n = min(depth, len(sims))
         best = np.argpartition(-sims, n - 1)[:n] if n < len(sims) else np.arange(len(sims))
         best = best[np.lexsort((positions[best], -sims[best]))]
-        rows = self.rows.take(positions[best]).to_pylist()
-        for row, sim in zip(rows, sims[best]):
-            row["_distance"] = float(1.0 - sim)
-        return rows
+        chunk_ids, doc_ids = self._ids["chunk_id"], self._ids["doc_id"]
+        return [{"chunk_id": chunk_ids[p], "doc_id": doc_ids[p], "_distance": float(1.0 - sim), "_pos": int(p)}
+                for p, sim in zip(positions[best], sims[best])]
+
+    def hydrate(self, rows: list[dict]) -> None:
+        """Fill in every column of ``rows`` (candidates with a ``_pos``), in place."""
+        todo = [row for row in rows if "_pos" in row and "text" not in row]
+        if todo:
+            for row, full in zip(todo, self.rows.take([row["_pos"] for row in todo]).to_pylist()):
+                row.update(full)
 
 
 class Retriever:
@@ -546,17 +564,20 @@ class Retriever:
         vector_depth = q.vector_candidates if mode == "hybrid" and q.vector_candidates else depth
         ranked: dict[str, list[dict]] = {}
         keyword = None
+        # A version small enough to hold in memory: the candidates are ids and scores (BM25 reads
+        # no text for them, half its time), and the winners' columns are read from memory.
+        memory = self._memory(pinned) if mode in ("vector", "hybrid") else None
+        columns = ("chunk_id", "doc_id") if memory is not None else pinned.columns
         if mode == "hybrid":
             # BM25 runs on a worker thread while the query is embedded and the vectors searched:
             # LanceDB and torch release the GIL, so hybrid latency is the longer path, not the sum.
             keyword = self._executor().submit(self._timed_keyword, pinned.table, keyword_text or text, where, depth,
-                                              pinned.columns)
+                                              columns, memory is not None)
         if mode in ("vector", "hybrid"):
             t = time.perf_counter()
             vec = self._encoder(pinned).encode_query(text)
             timings["embed"] = _ms(t)
             t = time.perf_counter()
-            memory = self._memory(pinned)
             if memory is not None:
                 ranked["vector"] = memory.search(vec, where, vector_depth)
             else:
@@ -570,13 +591,19 @@ class Retriever:
                 signals["top_similarity"] = round(1.0 - ranked["vector"][0]["_distance"], 4)
         if keyword is not None:
             ranked["keyword"], timings["keyword"] = keyword.result()
+            if memory is not None:
+                for row, pos in zip(ranked["keyword"], memory.positions([row.pop("_rowid") for row in ranked["keyword"]])):
+                    row["_pos"] = int(pos)
         elif mode == "keyword":
             ranked["keyword"], timings["keyword"] = self._timed_keyword(pinned.table, keyword_text or text, where, depth,
                                                                         pinned.columns)
         t = time.perf_counter()
-        hits = fuse(ranked, {"vector": q.vector_weight, "keyword": q.keyword_weight}, q.rrf_k, k, method=q.fusion,
-                    aggregate=q.aggregate)
-        _attach_guard_fields(hits, ranked)
+        winners = _fused(ranked, {"vector": q.vector_weight, "keyword": q.keyword_weight}, q.rrf_k, k, q.fusion,
+                         q.aggregate)
+        if memory is not None:
+            memory.hydrate([row for row, _, _ in winners])
+        hits = [_hit(*winner) for winner in winners]
+        _attach_guard_fields(hits, [row for row, _, _ in winners])
         timings["fuse"] = _ms(t)
         return hits
 
@@ -607,16 +634,17 @@ class Retriever:
         return self._pool
 
     def _timed_keyword(self, table, text: str, where: str, depth: int,
-                       columns: tuple[str, ...] = tuple(_RESULT_COLUMNS)) -> tuple[list[dict], float]:
+                       columns: tuple[str, ...] = tuple(_RESULT_COLUMNS), row_ids: bool = False) -> tuple[list[dict], float]:
         t = time.perf_counter()
-        rows = self._keyword(table, text, where, depth, columns)
+        rows = self._keyword(table, text, where, depth, columns, row_ids)
         return rows, _ms(t)
 
     @staticmethod
-    def _keyword(table, text: str, where: str, depth: int, columns: tuple[str, ...] = tuple(_RESULT_COLUMNS)) -> list[dict]:
+    def _keyword(table, text: str, where: str, depth: int, columns: tuple[str, ...] = tuple(_RESULT_COLUMNS),
+                 row_ids: bool = False) -> list[dict]:
         try:
             return (
-                table.search(keyword_query(text), query_type="fts").where(where, prefilter=True)
+                table.search(keyword_query(text), query_type="fts").where(where, prefilter=True).with_row_id(row_ids)
                 .select([*columns, "_score"]).limit(depth).to_arrow().to_pylist()
             )
         except ValueError as exc:
@@ -778,6 +806,13 @@ def fuse(ranked: dict[str, list[dict]], weights: dict[str, float], rrf_k: int, k
     The defaults were chosen by cross-validation on SciFact train among all of these
     (``benchmarks/fusion_cv.py``, ``benchmarks/README.md``).
     """
+    return [_hit(*winner) for winner in _fused(ranked, weights, rrf_k, k, method, aggregate)]
+
+
+def _fused(ranked: dict[str, list[dict]], weights: dict[str, float], rrf_k: int, k: int, method: str,
+           aggregate: str) -> list[tuple[dict, float, dict[str, int | None]]]:
+    """``fuse``'s ranking: ``(row, score, ranks)`` of the ``k`` best chunks. It reads only
+    ``chunk_id``, ``doc_id`` and the list's score of each row, so the rows may be ids alone."""
     if method not in FUSIONS:
         raise ValueError(f"unknown fusion method {method!r}: use one of {', '.join(FUSIONS)}")
     if aggregate not in AGGREGATES:
@@ -818,22 +853,18 @@ def fuse(ranked: dict[str, list[dict]], weights: dict[str, float], rrf_k: int, k
                 total += floors.get(name, 0.0)
         scores[cid] = total
     order = sorted(scores, key=lambda c: (-scores[c], c))[:k]
-    return [
-        Hit(
-            chunk_id=c, doc_id=rows[c]["doc_id"], text=rows[c]["text"], score=round(scores[c], 8),
-            ranks=ranks[c],
-            citation=Citation(rows[c]["source_uri"], rows[c]["title"], rows[c]["heading_path"],
-                              rows[c]["page_start"], rows[c]["page_end"]),
-        )
-        for c in order
-    ]
+    return [(rows[c], scores[c], ranks[c]) for c in order]
 
 
-def _attach_guard_fields(hits: list[Hit], ranked: dict[str, list[dict]]) -> None:
-    """Copy the guard columns (risk flags, near-duplicate group, superseded-by) onto the hits."""
-    rows = {row["chunk_id"]: row for results in ranked.values() for row in results}
-    for hit in hits:
-        row = rows.get(hit.chunk_id, {})
+def _hit(row: dict, score: float, ranks: dict[str, int | None]) -> Hit:
+    return Hit(chunk_id=row["chunk_id"], doc_id=row["doc_id"], text=row["text"], score=round(score, 8), ranks=ranks,
+               citation=Citation(row["source_uri"], row["title"], row["heading_path"], row["page_start"],
+                                 row["page_end"]))
+
+
+def _attach_guard_fields(hits: list[Hit], rows: list[dict]) -> None:
+    """Copy the guard columns (risk flags, near-duplicate group, superseded-by) of each hit's row."""
+    for hit, row in zip(hits, rows):
         hit.risk_flags = hit_flags(row)
         hit.dup_group, hit.superseded_by = row.get("dup_group"), row.get("superseded_by")
 

@@ -252,23 +252,28 @@ def test_vector_candidate_depth_limits_the_vector_side_of_hybrid(built):
 
 def test_in_memory_vector_search_returns_what_lancedb_returns(built):
     """The in-memory path (small versions) and LanceDB's search give the same rows, distances and
-    prefilter, for every caller and filter; past ``memory_search_max_rows`` LanceDB answers."""
+    prefilter, for every caller and filter; past ``memory_search_max_rows`` LanceDB answers. The
+    in-memory path fuses on ids and scores and reads the winners' columns from memory: every field
+    of every hit (text, citation, guard fields) is what the LanceDB path returns."""
     from ingest_platform.query import _MemoryVectors
 
-    def retriever(limit: int) -> Retriever:
-        q = built.query.model_copy(update={"memory_search_max_rows": limit})
+    def retriever(limit: int, vector_candidates: int | None = None) -> Retriever:
+        q = built.query.model_copy(update={"memory_search_max_rows": limit, "vector_candidates": vector_candidates})
         return Retriever(settings=built.model_copy(update={"query": q}), cache_size=0, trace=False)
 
     memory, disk = retriever(100_000), retriever(0)
     cases = [("refund window for annual plans", None, None), ("parental leave", ["hr"], None),
              ("parental leave", None, None), ("Zephyr part warranty", ["public", "hr"], {"format": "md"}),
              ("opening hours", None, {"format": ["txt"]}), ("nothing like this anywhere", ["nobody"], None)]
-    for text, groups, filters in cases:
-        for mode in ("vector", "hybrid"):
-            a = memory.search(text, 8, mode=mode, groups=groups, filters=filters).hits
-            b = disk.search(text, 8, mode=mode, groups=groups, filters=filters).hits
-            assert [h.chunk_id for h in a] == [h.chunk_id for h in b], (text, groups, filters, mode)
-            assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)  # float32 sums
+    # Two vector candidates: most hybrid hits are then found by BM25 alone.
+    for a_retriever, b_retriever in ((memory, disk), (retriever(100_000, 2), retriever(0, 2))):
+        for text, groups, filters in cases:
+            for mode in ("vector", "hybrid"):
+                a = a_retriever.search(text, 8, mode=mode, groups=groups, filters=filters).hits
+                b = b_retriever.search(text, 8, mode=mode, groups=groups, filters=filters).hits
+                assert [h.chunk_id for h in a] == [h.chunk_id for h in b], (text, groups, filters, mode)
+                assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)  # float32 sums
+                assert [{**h.to_json(), "score": None} for h in a] == [{**h.to_json(), "score": None} for h in b]
     assert isinstance(memory._pin().memory, _MemoryVectors) and disk._pin().memory is None
     hr = memory.search("parental leave", 8, mode="vector", groups=["hr"]).hits
     assert any(h.doc_id.endswith("hr/leave.md") for h in hr)
