@@ -5,7 +5,7 @@ from dataclasses import asdict
 
 import dagster as dg
 
-from ingest_platform import changes, completion, pipeline, promotion
+from ingest_platform import changes, chunking, completion, pipeline, promotion
 from resources import ParserPoolResource, PlatformSettings
 
 from . import metadata as meta
@@ -145,7 +145,9 @@ def chunk_shard(context: dg.OpExecutionContext, platform: PlatformSettings, shar
 def chunk_report(context: dg.OpExecutionContext, platform: PlatformSettings, results: list[dict]) -> None:
     s = platform.get()
     sharded = pipeline.chunk_table(s)
-    tokens = sharded.read_all(["token_count"])["token_count"].to_numpy()
+    sizes = sharded.read_all(["doc_id", "token_count"])
+    tokens = sizes["token_count"].to_numpy()
+    fragments, small_documents = chunking.undersized(sizes, s.chunking.min_tokens)
     documents = sum(r["documents"] for r in results)
     seconds = sum(r["seconds"] for r in results)
     context.add_output_metadata({
@@ -155,7 +157,9 @@ def chunk_report(context: dg.OpExecutionContext, platform: PlatformSettings, res
         "chunks_per_second": meta.per_second(sum(r["rows"] for r in results) if documents else 0, seconds),
         "tokens_max": int(max(tokens)) if len(tokens) else 0,
         "tokens_mean": round(float(sum(tokens) / len(tokens)), 1) if len(tokens) else 0.0,
-        "chunks_under_min_tokens": int(sum(1 for n in tokens if n < s.chunking.min_tokens)),
+        # Fragments: chunks under the minimum in documents that are larger (0 unless the chunker
+        # is wrong); documents smaller than the minimum are one chunk each, counted apart.
+        "chunks_under_min_tokens": fragments, "documents_under_min_tokens": small_documents,
         "preview": meta.table(_preview_rows(s, _touched(sharded, results),
                                             ["doc_id", "heading_path", "page_start", "token_count", "text"]),
                               [("doc_id", "string", "document"), ("heading_path", "string", "section"),

@@ -66,18 +66,14 @@ def build(home: Path, source: Path, name: str) -> tuple[object, dict, float]:
 
 
 def chunk_stats(settings) -> dict:
+    from ingest_platform.chunking import undersized
     from ingest_platform.pipeline import chunk_table
 
     chunks = chunk_table(settings).read_all(["doc_id", "token_count"])
-    tokens = chunks["token_count"].to_pylist()
     docs = len(set(chunks["doc_id"].to_pylist()))
-    per_doc: dict[str, int] = {}
-    for d, n in zip(chunks["doc_id"].to_pylist(), tokens):
-        per_doc[d] = per_doc.get(d, 0) + n
-    small = sum(1 for d, n in zip(chunks["doc_id"].to_pylist(), tokens)
-                if n < settings.chunking.min_tokens and per_doc[d] >= settings.chunking.min_tokens)
+    fragments, _ = undersized(chunks, settings.chunking.min_tokens)
     return {"chunks": chunks.num_rows, "documents": docs, "chunks_per_document": chunks.num_rows / max(1, docs),
-            "chunks_under_min_tokens": small}
+            "chunks_under_min_tokens": fragments}
 
 
 def doc_ids_by_file(runs: dict, fmt: str) -> dict:

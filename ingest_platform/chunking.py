@@ -170,6 +170,19 @@ def chunk_elements(
     return _to_table(texts, counts, drafts, elems, doc_id, doc_version)
 
 
+def undersized(chunks: pa.Table, min_tokens: int) -> tuple[int, int]:
+    """``(fragments, small documents)`` of a chunks table (``doc_id``, ``token_count``): chunks under
+    ``min_tokens`` in documents that are larger (what the chunker must never emit), and documents
+    smaller than ``min_tokens`` altogether (kept whole, one chunk each, as they should be)."""
+    import pyarrow.compute as pc
+
+    totals = chunks.group_by("doc_id").aggregate([("token_count", "sum")])
+    small_docs = totals.filter(pc.less(totals["token_count_sum"], min_tokens))["doc_id"]
+    in_small = pc.is_in(chunks["doc_id"], value_set=small_docs)
+    short = pc.less(chunks["token_count"], min_tokens)
+    return int(pc.sum(pc.and_(short, pc.invert(in_small))).as_py() or 0), len(small_docs)
+
+
 def count_tokens(tokenizer: Any, texts: Sequence[str]) -> list[int]:
     """Word pieces per text, without special tokens, in one batched call.
 

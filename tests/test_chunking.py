@@ -490,3 +490,15 @@ def test_scifact_abstracts_chunk_quickly(tok):
     elapsed = time.perf_counter() - started
     assert total >= len(docs)
     assert elapsed < 15, f"1000 abstracts took {elapsed:.1f}s"
+
+
+def test_undersized_counts_fragments_apart_from_documents_smaller_than_the_minimum():
+    from ingest_platform.chunking import undersized
+
+    chunks = pa.table({"doc_id": ["big", "big", "big", "tiny", "two-small"] + ["two-small"],
+                       "token_count": [100, 30, 100, 20, 25, 20]})
+    # "big": one fragment (30 < 64); "tiny": a whole document under the minimum; "two-small": 45
+    # tokens in two chunks, a document under the minimum, so neither chunk counts as a fragment.
+    assert undersized(chunks, 64) == (1, 2)
+    assert undersized(chunks, 10) == (0, 0)
+    assert undersized(chunks.slice(0, 0), 64) == (0, 0)

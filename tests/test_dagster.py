@@ -51,6 +51,14 @@ def test_materialize_builds_checks_and_promotes(tmp_path):
         assert {(c["document"], c["status"]) for c in changes} == {(f"docs:{p}", "new") for p in SMALL_CORPUS}
         assert mats["candidate_index"].metadata["new_version_written"].value is True
         assert mats["production_index"].metadata["promoted"].value is True
+        # Documents smaller than the minimum chunk size are one chunk each, not fragments: the
+        # dashboard counts them apart, so "chunks under the minimum" means fragments only.
+        chunks = pipeline.chunk_table(s).read_all(["doc_id", "token_count"]).to_pylist()
+        sizes = {d: sum(c["token_count"] for c in chunks if c["doc_id"] == d) for d in {c["doc_id"] for c in chunks}}
+        small = [d for d, n in sizes.items() if n < s.chunking.min_tokens]
+        assert small and all(sum(c["doc_id"] == d for c in chunks) == 1 for d in small)
+        assert mats["chunks"].metadata["documents_under_min_tokens"].value == len(small)
+        assert mats["chunks"].metadata["chunks_under_min_tokens"].value == 0
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
         assert checks["index_quality"] is True and checks["documents_failed"] is True
         store = pipeline.index_store(s)
