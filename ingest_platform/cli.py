@@ -387,7 +387,8 @@ def cmd_query(args) -> int:
         where = h.citation.heading_path or h.citation.title or ""
         page = f" p.{h.citation.page}" if h.citation.page else ""
         risk = f" RISK: {', '.join(h.risk_flags)}" if h.risk_flags else ""
-        human.append(f"{i}. [{h.score:.4f}] {h.doc_id}{page} — {where}{risk}\n   {h.text[:300]}")
+        text = "\n".join(f"   {line}" for line in h.text[:300].splitlines())  # a table's rows stay under their hit
+        human.append(f"{i}. [{h.score:.4f}] {h.doc_id}{page} — {where}{risk}\n{text}")
     if not result.hits:
         human.append("no results")
     _print(args, payload, "\n".join(human))
