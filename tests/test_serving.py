@@ -250,6 +250,31 @@ def test_vector_candidate_depth_limits_the_vector_side_of_hybrid(built):
     assert sum(1 for h in hits if h.ranks["keyword"] is not None) > 2
 
 
+def test_in_memory_search_agrees_with_lancedb_on_a_version_with_deltas_and_deletions(tmp_path):
+    """Fusion on ids reads the winners' columns by LanceDB row id. After an edit, an addition and
+    a deletion (a delta fragment, deleted rows), every hit still matches the LanceDB path."""
+    s = settings_for(tmp_path)
+    pipeline.run_all(s)
+    source = tmp_path / "src"
+    write(source, "policies/refund.md", SMALL_CORPUS["policies/refund.md"] + "\nStore credit never expires.\n")
+    write(source, "products/lamps.md", "# Lamp catalogue\n\nThe Zephyr K9 lamp is rated IP68 and has a five year warranty.\n")
+    (source / "support/hours-copy.txt").unlink()
+    pipeline.run_all(s)
+    table = pipeline.index_store(s).checkout(pipeline.index_store(s).version_of("production"))
+    fragments = table.to_lance().get_fragments()
+    assert len(fragments) > 1 and sum(f.num_deletions for f in fragments) > 0
+
+    def retriever(limit: int) -> Retriever:
+        q = s.query.model_copy(update={"memory_search_max_rows": limit, "vector_candidates": 3})
+        return Retriever(settings=s.model_copy(update={"query": q}), cache_size=0, trace=False)
+
+    memory, disk = retriever(100_000), retriever(0)
+    for text in ("store credit refund", "Zephyr warranty", "phone support hours", "parental leave"):
+        a, b = memory.search(text, 8).hits, disk.search(text, 8).hits
+        assert a and [{**h.to_json(), "score": None} for h in a] == [{**h.to_json(), "score": None} for h in b]
+    assert memory._pin().memory is not None
+
+
 def test_in_memory_vector_search_returns_what_lancedb_returns(built):
     """The in-memory path (small versions) and LanceDB's search give the same rows, distances and
     prefilter, for every caller and filter; past ``memory_search_max_rows`` LanceDB answers. The
