@@ -448,7 +448,8 @@ class Settings(BaseSettings):
             # 2: paged formats are reconstructed (lines joined into paragraphs) before chunking.
             # 3: running heads that alternate between pages are furniture, and a numbered line
             # standing alone between paragraphs is a heading (``reconstruct``).
-            "pipeline": 3,
+            # 4: numbered headings of paged formats nest by their numbers (the heading path).
+            "pipeline": 4,
             # The per-document guardrail policy decides the enriched text (corpus-wide settings,
             # boilerplate and near-duplicates, are applied after enrichment and need no re-chunk).
             "guardrails": {"policy": self.guardrails.policy,

@@ -31,6 +31,9 @@ What ``reconstruct`` does to one document's elements, in order:
    with a comma, semicolon, hyphen or a function word, holds a sentence break, is long, or is a
    figure/table caption) becomes body text. A numbered line the partitioner called a list item
    (``2. Methods``) is a heading when it reads as one and stands alone between paragraphs.
+7. **Heading levels** come from section numbers: a PDF says nothing of levels (DOCX and HTML
+   do), so a numbered heading's number gives its depth (``2.1 Data`` under ``2. Results``) and the
+   heading path keeps every section a passage is in; an unnumbered heading has none, as before.
 
 Elements without coordinates (a parse cached before they were recorded) get the text rules only.
 The geometry thresholds are relative to each document's own line heights and spacing, not to
@@ -154,12 +157,25 @@ def reconstruct(elements: pa.Table, *, is_word: Callable[[str], bool] | None = N
     rows = []
     for i, e in enumerate(els):
         row = dict(e.row, type=e.type, text=e.text, element_index=i)
+        if e.type == "Title" and row.get("category_depth") is None:
+            row["category_depth"] = section_depth(e.text)
         if e.box is not None:
             row.update(x0=e.box[0], y0=e.box[1], x1=e.box[2], y1=e.box[3])
         rows.append(row)
     if not rows:
         return ELEMENTS.empty_table()
     return conform(pa.Table.from_pylist(rows, schema=ELEMENTS), ELEMENTS)
+
+
+# A section number ("2", "2.1", "2.1.3", a final dot or not) before a heading's words.
+_SECTION_NUMBER = re.compile(r"^\s*(\d{1,2}(?:\.\d{1,2}){0,4})\.?\s+\S")
+
+
+def section_depth(title: str) -> int | None:
+    """A numbered heading's level from its number: ``2. Results`` 0, ``2.1 Data`` 1,
+    ``2.1.3 Night trials`` 2; None for a heading without one."""
+    m = _SECTION_NUMBER.match(title)
+    return None if m is None else m.group(1).count(".")
 
 
 def is_fragment(title: str) -> bool:

@@ -197,6 +197,30 @@ def test_a_laid_out_report_keeps_numbered_headings_lists_and_drops_its_running_h
     assert {c["heading_path"].split(HEADING_SEP)[-1] for c in chunks} >= {"2. Results", "4. Maintenance"}
 
 
+def test_numbered_headings_nest_by_their_numbers(tmp_path, tok):
+    """A PDF says nothing of heading levels (DOCX and HTML do): "2.1 Data" under "2. Results" is
+    known by its number, so the heading path keeps both."""
+    from reportlab.lib.pagesizes import letter
+    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.platypus import Paragraph, SimpleDocTemplate
+
+    styles = getSampleStyleSheet()
+    outline = [("1.", "Methods", "Heading2"), ("2.", "Results", "Heading2"), ("2.1", "Battery life", "Heading3"),
+               ("2.2", "Brightness", "Heading3"), ("2.2.1", "Night trials", "Heading4"), ("3.", "Outlook", "Heading2")]
+    story = [Paragraph(TITLE, styles["Title"])]
+    for number, name, style in outline:
+        story.append(Paragraph(f"{number} {name}", styles[style]))
+        story += [Paragraph(f"On {name.lower()}: {BODY[0].lower()}{BODY[1:]}", styles["BodyText"])] * 4
+    path = tmp_path / "nested.pdf"
+    SimpleDocTemplate(str(path), pagesize=letter).build(story)
+    out = reconstruct(parsed(path), is_word=tok.vocab.__contains__, classify=classify_paragraph)
+    chunks = chunk_elements(out, doc_id="d", doc_version="v", tokenizer=tok, max_tokens=254, overlap_tokens=32,
+                            min_tokens=64).to_pylist()
+    paths = {c["heading_path"] for c in chunks}
+    assert {"2. Results > 2.1 Battery life", "2. Results > 2.2 Brightness > 2.2.1 Night trials", "3. Outlook"} <= paths
+    assert not any("Battery life" in p and "Brightness" in p for p in paths)
+
+
 @pytest.mark.parametrize("text,fragment", [
     ("Refund policy", False), ("3.1 Overview", False), ("Module Three: Step 2: Design and Prototyping", False),
     ("cerebral white matter in living infants.", True), ("abnormalities. Whole body skeletal survey (WBSS), was", True),
@@ -241,6 +265,11 @@ def test_multi_column_paper_keeps_its_sentences(tok):
     assert any(t.startswith("Retrieval in open-domain QA is usually implemented using TF-IDF") for t in texts)
     titles = [t for t in texts if t in ("Abstract", "1 Introduction", "2 Background", "3.1 Overview")]
     assert len(titles) == 4
+    chunks = chunk_elements(reconstruct(parsed(path), is_word=tok.vocab.__contains__, classify=classify_paragraph),
+                            doc_id="d", doc_version="v", tokenizer=tok, max_tokens=254, overlap_tokens=32,
+                            min_tokens=64).to_pylist()
+    # The subsection sits under its numbered section (the PDF itself says nothing of levels).
+    assert any(c["heading_path"].endswith(f"3 Dense Passage Retriever (DPR){HEADING_SEP}3.1 Overview") for c in chunks)
 
 
 def _reconstructed(path: Path, tok) -> list[tuple[str, str]]:
