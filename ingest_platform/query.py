@@ -570,7 +570,8 @@ class Retriever:
         columns = ("chunk_id", "doc_id") if memory is not None else pinned.columns
         if mode == "hybrid":
             # BM25 runs on a worker thread while the query is embedded and the vectors searched:
-            # LanceDB and torch release the GIL, so hybrid latency is the longer path, not the sum.
+            # LanceDB and the encoders release the GIL, so with a core to spare hybrid latency is
+            # the longer path, not the sum (on 2 busy cores the two slow each other about as much).
             keyword = self._executor().submit(self._timed_keyword, pinned.table, keyword_text or text, where, depth,
                                               columns, memory is not None)
         if mode in ("vector", "hybrid"):
@@ -592,7 +593,8 @@ class Retriever:
         if keyword is not None:
             ranked["keyword"], timings["keyword"] = keyword.result()
             if memory is not None:
-                for row, pos in zip(ranked["keyword"], memory.positions([row.pop("_rowid") for row in ranked["keyword"]])):
+                rows = ranked["keyword"]
+                for row, pos in zip(rows, memory.positions([row.pop("_rowid") for row in rows])):
                     row["_pos"] = int(pos)
         elif mode == "keyword":
             ranked["keyword"], timings["keyword"] = self._timed_keyword(pinned.table, keyword_text or text, where, depth,
@@ -633,8 +635,8 @@ class Retriever:
                     self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="retriever-keyword")
         return self._pool
 
-    def _timed_keyword(self, table, text: str, where: str, depth: int,
-                       columns: tuple[str, ...] = tuple(_RESULT_COLUMNS), row_ids: bool = False) -> tuple[list[dict], float]:
+    def _timed_keyword(self, table, text: str, where: str, depth: int, columns: tuple[str, ...] = tuple(_RESULT_COLUMNS),
+                       row_ids: bool = False) -> tuple[list[dict], float]:
         t = time.perf_counter()
         rows = self._keyword(table, text, where, depth, columns, row_ids)
         return rows, _ms(t)
