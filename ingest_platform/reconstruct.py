@@ -33,7 +33,8 @@ What ``reconstruct`` does to one document's elements, in order:
    (``2. Methods``) is a heading when it reads as one and stands alone between paragraphs.
 7. **Heading levels** come from section numbers: a PDF says nothing of levels (DOCX and HTML
    do), so a numbered heading's number gives its depth (``2.1 Data`` under ``2. Results``) and the
-   heading path keeps every section a passage is in; an unnumbered heading has none, as before.
+   heading path keeps every section a passage is in. Among numbered headings an unnumbered one
+   (References) is a section of its own; in a document without numbers headings have no level.
 
 Elements without coordinates (a parse cached before they were recorded) get the text rules only.
 The geometry thresholds are relative to each document's own line heights and spacing, not to
@@ -154,11 +155,15 @@ def reconstruct(elements: pa.Table, *, is_word: Callable[[str], bool] | None = N
     for i, e in enumerate(els):
         if e.type == "ListItem" and _numbered_heading(e, els[i - 1] if i else None, els[i + 1] if i + 1 < len(els) else None):
             e.type = "Title"
+    # In a document with numbered headings, an unnumbered one (Abstract, References) is a section
+    # of its own (depth 0), not a child of the heading before it.
+    numbered = any(e.type == "Title" and section_depth(e.text) is not None for e in els)
     rows = []
     for i, e in enumerate(els):
         row = dict(e.row, type=e.type, text=e.text, element_index=i)
         if e.type == "Title" and row.get("category_depth") is None:
-            row["category_depth"] = section_depth(e.text)
+            depth = section_depth(e.text)
+            row["category_depth"] = 0 if depth is None and numbered else depth
         if e.box is not None:
             row.update(x0=e.box[0], y0=e.box[1], x1=e.box[2], y1=e.box[3])
         rows.append(row)

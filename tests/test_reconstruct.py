@@ -199,17 +199,19 @@ def test_a_laid_out_report_keeps_numbered_headings_lists_and_drops_its_running_h
 
 def test_numbered_headings_nest_by_their_numbers(tmp_path, tok):
     """A PDF says nothing of heading levels (DOCX and HTML do): "2.1 Data" under "2. Results" is
-    known by its number, so the heading path keeps both."""
+    known by its number, so the heading path keeps both. An unnumbered heading among numbered ones
+    (References, Acknowledgements) is a section of its own, not a child of the one before."""
     from reportlab.lib.pagesizes import letter
     from reportlab.lib.styles import getSampleStyleSheet
     from reportlab.platypus import Paragraph, SimpleDocTemplate
 
     styles = getSampleStyleSheet()
     outline = [("1.", "Methods", "Heading2"), ("2.", "Results", "Heading2"), ("2.1", "Battery life", "Heading3"),
-               ("2.2", "Brightness", "Heading3"), ("2.2.1", "Night trials", "Heading4"), ("3.", "Outlook", "Heading2")]
+               ("2.2", "Brightness", "Heading3"), ("2.2.1", "Night trials", "Heading4"), ("3.", "Outlook", "Heading2"),
+               ("3.1", "Next winter", "Heading3"), ("", "Acknowledgements", "Heading2")]
     story = [Paragraph(TITLE, styles["Title"])]
     for number, name, style in outline:
-        story.append(Paragraph(f"{number} {name}", styles[style]))
+        story.append(Paragraph(f"{number} {name}".strip(), styles[style]))
         story += [Paragraph(f"On {name.lower()}: {BODY[0].lower()}{BODY[1:]}", styles["BodyText"])] * 4
     path = tmp_path / "nested.pdf"
     SimpleDocTemplate(str(path), pagesize=letter).build(story)
@@ -217,7 +219,8 @@ def test_numbered_headings_nest_by_their_numbers(tmp_path, tok):
     chunks = chunk_elements(out, doc_id="d", doc_version="v", tokenizer=tok, max_tokens=254, overlap_tokens=32,
                             min_tokens=64).to_pylist()
     paths = {c["heading_path"] for c in chunks}
-    assert {"2. Results > 2.1 Battery life", "2. Results > 2.2 Brightness > 2.2.1 Night trials", "3. Outlook"} <= paths
+    assert {"2. Results > 2.1 Battery life", "2. Results > 2.2 Brightness > 2.2.1 Night trials",
+            "3. Outlook > 3.1 Next winter", "Acknowledgements"} <= paths
     assert not any("Battery life" in p and "Brightness" in p for p in paths)
 
 
