@@ -367,6 +367,78 @@ def doc_mean_vector(ctx: Context) -> Grid:
                                          ctx.prefix, "z") for q in ctx.qids})
 
 
+def completed_zfuse(vector: list[dict], keyword: list[dict], wv: float, wk: float, prefix: str,
+                    true_vector: Callable[[str], float] | None = None,
+                    true_keyword: dict[str, float] | None = None) -> list[str]:
+    """Chunk-level z-score fusion as ``query.fuse`` runs it, except that a candidate one list lacks
+    gets its true score in that list (when given), standardised with that list's own mean and
+    deviation, instead of the list's lowest z-score. Without ``true_*`` it is the shipped fusion."""
+    def stats(xs: list[float]) -> tuple[float, float]:
+        if not xs:  # a query of stop words only: no keyword list
+            return 0.0, 1.0
+        m = sum(xs) / len(xs)
+        return m, (sum((x - m) ** 2 for x in xs) / len(xs)) ** 0.5 or 1.0
+
+    vs = {r["chunk_id"]: 1.0 - r["_distance"] for r in reversed(vector)}
+    ks = {r["chunk_id"]: r["_score"] for r in reversed(keyword)}
+    doc = {r["chunk_id"]: r["doc_id"] for r in (*vector, *keyword)}
+    (vm, vsd), (km, ksd) = stats([1.0 - r["_distance"] for r in vector]), stats([r["_score"] for r in keyword])
+    vfloor = (min(vs.values()) - vm) / vsd if vs else 0.0
+    kfloor = (min(ks.values()) - km) / ksd if ks else 0.0
+    fused = {}
+    for c in doc:
+        if c in vs:
+            zv = (vs[c] - vm) / vsd
+        else:
+            zv = vfloor if true_vector is None else min(vfloor, (true_vector(c) - vm) / vsd)
+        if not ks:  # the shipped fusion leaves an empty list out
+            zk = 0.0
+        elif c in ks:
+            zk = (ks[c] - km) / ksd
+        elif true_keyword is not None:
+            zk = min(kfloor, (true_keyword.get(c, 0.0) - km) / ksd)
+        else:
+            zk = kfloor
+        fused[c] = wv * zv + wk * zk
+    return tune.docs_of([{"doc_id": doc[c]} for c in sorted(fused, key=lambda c: (-fused[c], c))], prefix)
+
+
+@variant
+def score_completion(ctx: Context) -> Grid:
+    """A candidate only one retriever listed gets its true score in the other list (its cosine to the
+    query; its BM25 score from a search restricted to the candidates) instead of that list's floor;
+    chunk-level z-score fusion otherwise as shipped."""
+    from ingest_platform.query import keyword_query
+
+    vectors, pos = ctx.chunk_vectors, ctx.chunk_pos
+    table = ctx.pinned.table
+    keyword_true: dict[str, dict[str, float]] = {}
+    for q in ctx.qids:
+        lists = ctx.lists[q]
+        keyword_ids = {r["chunk_id"] for r in lists["keyword"][: ctx.depth]}
+        missing = [r["chunk_id"] for r in lists["vector"][: ctx.depth] if r["chunk_id"] not in keyword_ids]
+        got = {}
+        if missing:
+            where = "chunk_id IN (" + ", ".join("'" + c.replace("'", "''") + "'" for c in missing) + ")"
+            try:
+                rows = (table.search(keyword_query(ctx.texts[q]), query_type="fts").where(where, prefilter=True)
+                        .select(["chunk_id", "_score"]).limit(len(missing)).to_arrow().to_pylist())
+            except ValueError:
+                rows = []
+            got = {r["chunk_id"]: r["_score"] for r in rows}
+        keyword_true[q] = got
+    for wv in (0.5, 0.6):
+        for complete in ("none", "vector", "keyword", "both"):
+            run = {}
+            for q in ctx.qids:
+                qv = ctx.query_vectors[q]
+                true_v = (lambda c, qv=qv: float(vectors[pos[c]] @ qv)) if complete in ("vector", "both") else None
+                true_k = keyword_true[q] if complete in ("keyword", "both") else None
+                run[q] = completed_zfuse(ctx.lists[q]["vector"][: ctx.depth], ctx.lists[q]["keyword"][: ctx.depth],
+                                         wv, round(1 - wv, 2), ctx.prefix, true_v, true_k)
+            yield {"vector_weight": wv, "keyword_weight": round(1 - wv, 2), "completed": complete}, run
+
+
 # ---- the benchmark ------------------------------------------------------------------------------
 
 

@@ -148,6 +148,10 @@ def test_ablations_score_the_shipped_default_and_every_variant(tmp_path, capsys)
         v = variants[name]
         assert controls[v["control_vector_weight"]] == pytest.approx(v["ndcg@10"] - v["delta_same_weight"])
         assert v["delta_same_weight_se"] >= 0
+    # Score completion's own fusion, with nothing completed, is the shipped fusion.
+    for g in variants["score_completion"]["grid"]:
+        if g["params"]["completed"] == "none":
+            assert g["ndcg@10"] == pytest.approx(controls[g["params"]["vector_weight"]])
     assert not result["dataset_dir"].startswith("/")
     # The embeddings it computed are cached: a second run embeds nothing and scores the same.
     capsys.readouterr()
