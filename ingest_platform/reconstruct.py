@@ -34,7 +34,9 @@ What ``reconstruct`` does to one document's elements, in order:
 7. **Heading levels** come from section numbers: a PDF says nothing of levels (DOCX and HTML
    do), so a numbered heading's number gives its depth (``2.1 Data`` under ``2. Results``) and the
    heading path keeps every section a passage is in. Among numbered headings an unnumbered one
-   (References) is a section of its own; in a document without numbers headings have no level.
+   is placed by its printed size against theirs: as large as the top-level ones (References) it
+   is a section of its own, smaller it sits under the numbered heading before it
+   (``_heading_depths``). In a document without numbers headings have no level.
 
 Elements without coordinates (a parse cached before they were recorded) get the text rules only.
 The geometry thresholds are relative to each document's own line heights and spacing, not to
@@ -155,15 +157,12 @@ def reconstruct(elements: pa.Table, *, is_word: Callable[[str], bool] | None = N
     for i, e in enumerate(els):
         if e.type == "ListItem" and _numbered_heading(e, els[i - 1] if i else None, els[i + 1] if i + 1 < len(els) else None):
             e.type = "Title"
-    # In a document with numbered headings, an unnumbered one (Abstract, References) is a section
-    # of its own (depth 0), not a child of the heading before it.
-    numbered = any(e.type == "Title" and section_depth(e.text) is not None for e in els)
+    depths = _heading_depths(els)
     rows = []
     for i, e in enumerate(els):
         row = dict(e.row, type=e.type, text=e.text, element_index=i)
         if e.type == "Title" and row.get("category_depth") is None:
-            depth = section_depth(e.text)
-            row["category_depth"] = 0 if depth is None and numbered else depth
+            row["category_depth"] = depths.get(i)
         if e.box is not None:
             row.update(x0=e.box[0], y0=e.box[1], x1=e.box[2], y1=e.box[3])
         rows.append(row)
@@ -181,6 +180,41 @@ def section_depth(title: str) -> int | None:
     ``2.1.3 Night trials`` 2; None for a heading without one."""
     m = _SECTION_NUMBER.match(title)
     return None if m is None else m.group(1).count(".")
+
+
+def _heading_depths(els: list[_El]) -> dict[int, int]:
+    """Heading levels of a document whose headings carry section numbers, by element position.
+
+    A numbered heading's level is its number's (``section_depth``). An unnumbered one (Abstract,
+    References, or a paragraph heading inside a section) is placed by its printed size, measured
+    against the numbered headings': as large as the top-level ones, it is a section of its own
+    (level 0); as large as those of a deeper level, it is at that level; smaller than any, it is a
+    child of the numbered heading before it. Without sizes it is a section of its own. A document
+    without numbered headings gets no levels here (each heading replaces the one before).
+    """
+    numbered = {i: d for i, e in enumerate(els) if e.type == "Title" and (d := section_depth(e.text)) is not None}
+    if not numbered:
+        return {}
+    sizes: dict[int, list[float]] = {}
+    for i, d in numbered.items():
+        if els[i].height:
+            sizes.setdefault(d, []).append(els[i].height)
+    usual = {d: sorted(hs)[len(hs) // 2] for d, hs in sizes.items()}
+    same = lambda h, ref: abs(h - ref) <= 0.05 * ref  # noqa: E731 - one size, within rounding
+
+    depths: dict[int, int] = {}
+    current = -1  # the level of the last numbered heading
+    for i, e in enumerate(els):
+        if i in numbered:
+            depths[i] = current = numbered[i]
+        elif e.type == "Title":
+            h, top = e.height, usual.get(0)
+            if not h or top is None or current < 0 or h > top or same(h, top):
+                depths[i] = 0
+            else:
+                level = next((d for d in sorted(usual) if d > 0 and same(h, usual[d])), current + 1)
+                depths[i] = min(level, current + 1)
+    return depths
 
 
 def is_fragment(title: str) -> bool:

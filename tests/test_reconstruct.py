@@ -199,16 +199,19 @@ def test_a_laid_out_report_keeps_numbered_headings_lists_and_drops_its_running_h
 
 def test_numbered_headings_nest_by_their_numbers(tmp_path, tok):
     """A PDF says nothing of heading levels (DOCX and HTML do): "2.1 Data" under "2. Results" is
-    known by its number, so the heading path keeps both. An unnumbered heading among numbered ones
-    (References, Acknowledgements) is a section of its own, not a child of the one before."""
+    known by its number, so the heading path keeps both. An unnumbered heading is placed by its
+    printed size: as large as the top-level numbered ones (Acknowledgements) it is a section of its
+    own, as large as a deeper level's it is at that level under the numbered heading before it,
+    smaller than any it is a child of that heading."""
     from reportlab.lib.pagesizes import letter
     from reportlab.lib.styles import getSampleStyleSheet
     from reportlab.platypus import Paragraph, SimpleDocTemplate
 
     styles = getSampleStyleSheet()
-    outline = [("1.", "Methods", "Heading2"), ("2.", "Results", "Heading2"), ("2.1", "Battery life", "Heading3"),
-               ("2.2", "Brightness", "Heading3"), ("2.2.1", "Night trials", "Heading4"), ("3.", "Outlook", "Heading2"),
-               ("3.1", "Next winter", "Heading3"), ("", "Acknowledgements", "Heading2")]
+    outline = [("1.", "Methods", "Heading2"), ("", "Equipment", "Heading3"), ("2.", "Results", "Heading2"),
+               ("2.1", "Battery life", "Heading3"), ("2.2", "Brightness", "Heading3"), ("2.2.1", "Night trials", "Heading4"),
+               ("3.", "Outlook", "Heading2"), ("3.1", "Next winter", "Heading3"), ("", "Spare parts", "Heading4"),
+               ("", "Acknowledgements", "Heading2"), ("4.", "Funding", "Heading2"), ("", "Grants", "Heading5")]
     story = [Paragraph(TITLE, styles["Title"])]
     for number, name, style in outline:
         story.append(Paragraph(f"{number} {name}".strip(), styles[style]))
@@ -220,7 +223,8 @@ def test_numbered_headings_nest_by_their_numbers(tmp_path, tok):
                             min_tokens=64).to_pylist()
     paths = {c["heading_path"] for c in chunks}
     assert {"2. Results > 2.1 Battery life", "2. Results > 2.2 Brightness > 2.2.1 Night trials",
-            "3. Outlook > 3.1 Next winter", "Acknowledgements"} <= paths
+            "3. Outlook > 3.1 Next winter", "Acknowledgements", "1. Methods > Equipment",
+            "3. Outlook > 3.1 Next winter > Spare parts", "4. Funding > Grants"} <= paths
     assert not any("Battery life" in p and "Brightness" in p for p in paths)
 
 
