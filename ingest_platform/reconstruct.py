@@ -199,7 +199,8 @@ def _heading_depths(els: list[_El]) -> dict[int, int]:
     for i, d in numbered.items():
         if els[i].height:
             sizes.setdefault(d, []).append(els[i].height)
-    usual = {d: sorted(hs)[len(hs) // 2] for d, hs in sizes.items()}
+    # The lower median: a heading wrapped onto two lines has a taller box than its printed size.
+    usual = {d: sorted(hs)[(len(hs) - 1) // 2] for d, hs in sizes.items()}
     same = lambda h, ref: abs(h - ref) <= 0.05 * ref  # noqa: E731 - one size, within rounding
 
     depths: dict[int, int] = {}

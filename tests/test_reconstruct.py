@@ -228,6 +228,39 @@ def test_numbered_headings_nest_by_their_numbers(tmp_path, tok):
     assert not any("Battery life" in p and "Brightness" in p for p in paths)
 
 
+def test_a_heading_wrapped_onto_two_lines_does_not_set_the_size_of_its_level(tmp_path, tok):
+    """With two numbered sections, one of them wrapped, the printed size of a section heading is
+    the single line's: an unnumbered heading in the same style stays a section of its own."""
+    from reportlab.lib.pagesizes import letter
+    from reportlab.pdfgen import canvas
+
+    long = ["2. Results of a winter of field trials", "with the lantern in the fjords"]
+    path = tmp_path / "wrapped.pdf"
+    c = canvas.Canvas(str(path), pagesize=letter)
+    y = 720
+    c.setFont("Helvetica-Bold", 16)
+    c.drawString(72, y, TITLE)
+    y -= 40
+    for heading in (["1. Methods"], long, ["References"]):
+        c.setFont("Helvetica-Bold", 13)
+        for line in heading:
+            c.drawString(72, y, line)
+            y -= 16
+        c.setFont("Helvetica", 11)
+        for line in wrapped(BODY)[:4]:
+            y -= 11 * 1.6
+            c.drawString(72, y, line)
+        y -= 40
+    c.showPage()
+    c.save()
+    out = reconstruct(parsed(path), is_word=tok.vocab.__contains__, classify=classify_paragraph).to_pylist()
+    heights = {r["text"]: r["y1"] - r["y0"] for r in out if r["type"] == "Title"}
+    assert heights[" ".join(long)] > 1.5 * heights["1. Methods"]  # one heading, two printed lines
+    chunks = chunk_elements(pa.Table.from_pylist(out, schema=ELEMENTS), doc_id="d", doc_version="v", tokenizer=tok,
+                            max_tokens=254, overlap_tokens=32, min_tokens=64).to_pylist()
+    assert "References" in {c["heading_path"] for c in chunks}
+
+
 @pytest.mark.parametrize("text,fragment", [
     ("Refund policy", False), ("3.1 Overview", False), ("Module Three: Step 2: Design and Prototyping", False),
     ("cerebral white matter in living infants.", True), ("abnormalities. Whole body skeletal survey (WBSS), was", True),
