@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from ingest_platform import guardrails, sensitive
 from ingest_platform.chunking import HEADING_SEP, count_tokens
+from ingest_platform.reconstruct import MAX_HEADING_CHARS
 from ingest_platform.schemas import ENRICHED
 
 log = logging.getLogger(__name__)
@@ -142,15 +143,23 @@ def _documents_by_id(documents: pa.Table) -> dict[str, dict[str, Any]]:
 
 
 def _titles(rows: list[dict], docs: dict[str, dict]) -> dict[str, str]:
-    """Per document: the manifest title, else its first heading, else the file name stem."""
+    """Per document: the manifest title, else the heading it opens with, else its first heading,
+    else the file name stem.
+
+    The opening heading is read from the first chunk, which starts with it: a heading path drops
+    a title followed by a heading of its own level (a DOCX's Title over its first Heading 1, a
+    paper's title line over its authors or ``1. Introduction``), so the path alone named such
+    documents after their first section.
+    """
     first_heading: dict[str, tuple[int, str]] = {}
     for r in rows:
-        path = (r.get("heading_path") or "").strip()
-        if not path:
-            continue
         index = r.get("chunk_index") or 0
-        if r["doc_id"] not in first_heading or index < first_heading[r["doc_id"]][0]:
-            first_heading[r["doc_id"]] = (index, path.split(HEADING_SEP)[0].strip())
+        if r["doc_id"] in first_heading and index >= first_heading[r["doc_id"]][0]:
+            continue
+        heading = _opening_heading(r) if index == 0 else ""
+        path = (r.get("heading_path") or "").strip()
+        if heading or path:
+            first_heading[r["doc_id"]] = (index, heading or path.split(HEADING_SEP)[0].strip())
     out = {}
     for doc_id in {r["doc_id"] for r in rows}:
         doc = docs.get(doc_id, {})
@@ -158,6 +167,15 @@ def _titles(rows: list[dict], docs: dict[str, dict]) -> dict[str, str]:
         heading = first_heading.get(doc_id, (0, ""))[1]
         out[doc_id] = manifest_title or heading or file_stem(doc_id, doc)
     return out
+
+
+def _opening_heading(first_chunk: dict) -> str:
+    """The heading a document's first chunk starts with (its first line), or ``""``."""
+    types = first_chunk.get("element_types") or []
+    if not types or types[0] != "Title":
+        return ""
+    line = (first_chunk.get("text") or "").lstrip().split("\n", 1)[0].strip()
+    return line if len(line) <= MAX_HEADING_CHARS else ""
 
 
 def file_stem(doc_id: str, doc: dict[str, Any]) -> str:

@@ -69,6 +69,12 @@ def test_title_fallbacks():
     docs = [doc("docs:h.md"), doc("docs:dir/report.final.pdf", title="  "), doc("docs:t.md", title="Manifest title")]
     titles = [r["title"] for r in enrich(chunks, docs, redact=False)]
     assert titles == ["First heading", "First heading", "report.final", "Manifest title"]
+    # A first chunk that opens with a heading is named by it, whatever its heading path says.
+    opening = [chunk("docs:p.pdf", 0, "Lantern report\n1. Methods\n\nBody.", heading_path="1. Methods",
+                     element_types=["Title", "NarrativeText"]),
+               chunk("docs:q.pdf", 0, "Body first.\n\nMore.", heading_path="Later", element_types=["NarrativeText"])]
+    titles = [r["title"] for r in enrich(opening, [doc("docs:p.pdf"), doc("docs:q.pdf")], redact=False)]
+    assert titles == ["Lantern report", "Later"]
     assert file_stem("recs:rec-42", {}) == "rec-42"
     assert file_stem("s3src:x", {"source_uri": "s3://bucket/folder/deck.pptx"}) == "deck"
 
@@ -140,3 +146,35 @@ def test_end_to_end_with_chunker(tok):
     assert r["title"] == "Support" and r["heading_path"] == "Support" and r["language"] == "eng"
     assert r["modified_at"] == datetime(2024, 1, 1, tzinfo=timezone.utc)
     assert r["chunk_id"] == chunks["chunk_id"][0].as_py() and r["token_count"] == ntok(tok, r["text"])
+
+
+def test_a_documents_title_is_the_heading_it_opens_with(tmp_path, tok):
+    """Real files: a DOCX whose Title sits over Heading 1 sections, and a paper whose title line
+    sits over its authors' affiliations, were named after their file and their affiliations."""
+    import docx
+
+    from ingest_platform.config import ParsingSettings
+    from ingest_platform.parsing import classify_paragraph, parse_path
+    from ingest_platform.reconstruct import reconstruct
+
+    from .conftest import EXAMPLE_DOCS, need
+
+    d = docx.Document()
+    d.add_heading("Travel policy", 0)
+    for heading, text in (("Booking", "Book flights through the travel portal at least 14 days ahead."),
+                          ("Expenses", "Submit receipts within 30 days of returning from the trip.")):
+        d.add_heading(heading, 1)
+        d.add_paragraph(text)
+    d.save(tmp_path / "travel.docx")
+    paper = need(EXAMPLE_DOCS / "pdf" / "multi-column-2p.pdf")
+    titles = {}
+    for path in (tmp_path / "travel.docx", paper):
+        els = parse_path(path, None, None, ParsingSettings())
+        if path.suffix == ".pdf":
+            els = reconstruct(els, is_word=tok.vocab.__contains__, classify=classify_paragraph)
+        doc_id = f"docs:{path.name}"
+        chunks = chunk_elements(els, doc_id=doc_id, doc_version="v", tokenizer=tok, max_tokens=254,
+                                overlap_tokens=32, min_tokens=64)
+        (titles[path.name],) = {r["title"] for r in enrich(chunks.to_pylist(), [doc(doc_id)], redact=False)}
+    assert titles == {"travel.docx": "Travel policy",
+                      "multi-column-2p.pdf": "Dense Passage Retrieval for Open-Domain Question Answering"}
