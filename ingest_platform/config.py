@@ -449,8 +449,9 @@ class Settings(BaseSettings):
             # 3: running heads that alternate between pages are furniture, and a numbered line
             # standing alone between paragraphs is a heading (``reconstruct``).
             # 4: numbered headings of paged formats nest by their numbers (the heading path).
-            # 5: unnumbered headings among numbered ones are placed by their printed size, and a
-            # document's title is the heading it opens with (enrichment).
+            # 5: unnumbered headings among numbered ones are placed by their printed size, Roman
+            # section numbers (II. > A.) nest like dotted ones, and a document's title is the
+            # heading it opens with (enrichment).
             "pipeline": 5,
             # The per-document guardrail policy decides the enriched text (corpus-wide settings,
             # boilerplate and near-duplicates, are applied after enrichment and need no re-chunk).

@@ -32,7 +32,8 @@ What ``reconstruct`` does to one document's elements, in order:
    figure/table caption) becomes body text. A numbered line the partitioner called a list item
    (``2. Methods``) is a heading when it reads as one and stands alone between paragraphs.
 7. **Heading levels** come from section numbers: a PDF says nothing of levels (DOCX and HTML
-   do), so a numbered heading's number gives its depth (``2.1 Data`` under ``2. Results``) and the
+   do), so a numbered heading's number gives its depth (``2.1 Data`` under ``2. Results``, or
+   ``A. Data`` under ``II. Results`` in a document numbered the IEEE way) and the
    heading path keeps every section a passage is in. Among numbered headings an unnumbered one
    is placed by its printed size against theirs: as large as the top-level ones (References) it
    is a section of its own, smaller it sits under the numbered heading before it
@@ -175,9 +176,21 @@ def reconstruct(elements: pa.Table, *, is_word: Callable[[str], bool] | None = N
 _SECTION_NUMBER = re.compile(r"^\s*(\d{1,2}(?:\.\d{1,2}){0,4})\.?\s+\S")
 
 
-def section_depth(title: str) -> int | None:
+# The IEEE style: sections I., II., ...; subsections A., B.; below them 1), 2).
+_ROMAN_NUMBER = re.compile(r"^\s*(?=[IVX])(X{0,3}(?:IX|IV|V?I{0,3}))\.\s+\S")
+_LETTER_NUMBER = re.compile(r"^\s*[A-Z]\.\s+\S")
+_PAREN_NUMBER = re.compile(r"^\s*\d{1,2}\)\s+\S")
+
+
+def section_depth(title: str, roman: bool = False) -> int | None:
     """A numbered heading's level from its number: ``2. Results`` 0, ``2.1 Data`` 1,
-    ``2.1.3 Night trials`` 2; None for a heading without one."""
+    ``2.1.3 Night trials`` 2; None for a heading without one. In a document numbered the IEEE
+    way (``roman``): ``II. Methods`` 0, ``A. Data`` 1, ``1) Night trials`` 2."""
+    if roman:
+        for depth, pattern in enumerate((_ROMAN_NUMBER, _LETTER_NUMBER, _PAREN_NUMBER)):
+            if pattern.match(title):
+                return depth
+        return None
     m = _SECTION_NUMBER.match(title)
     return None if m is None else m.group(1).count(".")
 
@@ -185,14 +198,18 @@ def section_depth(title: str) -> int | None:
 def _heading_depths(els: list[_El]) -> dict[int, int]:
     """Heading levels of a document whose headings carry section numbers, by element position.
 
-    A numbered heading's level is its number's (``section_depth``). An unnumbered one (Abstract,
+    A numbered heading's level is its number's (``section_depth``: ``2.1``, or ``II.`` / ``A.``
+    in a document with two or more Roman section numbers). An unnumbered one (Abstract,
     References, or a paragraph heading inside a section) is placed by its printed size, measured
     against the numbered headings': as large as the top-level ones, it is a section of its own
     (level 0); as large as those of a deeper level, it is at that level; smaller than any, it is a
     child of the numbered heading before it. Without sizes it is a section of its own. A document
     without numbered headings gets no levels here (each heading replaces the one before).
     """
-    numbered = {i: d for i, e in enumerate(els) if e.type == "Title" and (d := section_depth(e.text)) is not None}
+    titles = {i: e.text for i, e in enumerate(els) if e.type == "Title"}
+    # Roman section numbers only when there are two of them (a lone "I. Smith" is a name).
+    roman = len({m.group(1) for t in titles.values() if (m := _ROMAN_NUMBER.match(t))}) >= 2
+    numbered = {i: d for i, t in titles.items() if (d := section_depth(t, roman)) is not None}
     if not numbered:
         return {}
     sizes: dict[int, list[float]] = {}

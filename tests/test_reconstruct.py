@@ -261,6 +261,40 @@ def test_a_heading_wrapped_onto_two_lines_does_not_set_the_size_of_its_level(tmp
     assert "References" in {c["heading_path"] for c in chunks}
 
 
+def test_roman_section_numbers_nest_their_lettered_subsections(tmp_path, tok):
+    """The IEEE style: sections I., II., subsections A., B. (the letters alone say nothing)."""
+    from reportlab.lib.pagesizes import letter
+    from reportlab.pdfgen import canvas
+
+    path = tmp_path / "ieee.pdf"
+    c = canvas.Canvas(str(path), pagesize=letter)
+    y = 740
+    c.setFont("Helvetica-Bold", 16)
+    c.drawString(72, y, TITLE)
+    y -= 36
+    for heading, font in (("I. INTRODUCTION", "Helvetica-Bold"), ("II. FIELD TRIALS", "Helvetica-Bold"),
+                          ("A. Battery life", "Helvetica-Oblique"), ("B. Brightness", "Helvetica-Oblique"),
+                          ("III. OUTLOOK", "Helvetica-Bold")):
+        if y < 200:
+            c.showPage()
+            y = 740
+        c.setFont(font, 11)
+        c.drawString(72, y, heading)
+        y -= 20
+        c.setFont("Helvetica", 10)
+        for line in wrapped(BODY)[:5]:
+            c.drawString(72, y, line)
+            y -= 14
+        y -= 14
+    c.showPage()
+    c.save()
+    out = reconstruct(parsed(path), is_word=tok.vocab.__contains__, classify=classify_paragraph)
+    chunks = chunk_elements(out, doc_id="d", doc_version="v", tokenizer=tok, max_tokens=254, overlap_tokens=32,
+                            min_tokens=64).to_pylist()
+    paths = {c["heading_path"] for c in chunks}
+    assert {"II. FIELD TRIALS > A. Battery life", "II. FIELD TRIALS > B. Brightness", "III. OUTLOOK"} <= paths
+
+
 @pytest.mark.parametrize("text,fragment", [
     ("Refund policy", False), ("3.1 Overview", False), ("Module Three: Step 2: Design and Prototyping", False),
     ("cerebral white matter in living infants.", True), ("abnormalities. Whole body skeletal survey (WBSS), was", True),
