@@ -228,71 +228,63 @@ def test_numbered_headings_nest_by_their_numbers(tmp_path, tok):
     assert not any("Battery life" in p and "Brightness" in p for p in paths)
 
 
-def test_a_heading_wrapped_onto_two_lines_does_not_set_the_size_of_its_level(tmp_path, tok):
-    """With two numbered sections, one of them wrapped, the printed size of a section heading is
-    the single line's: an unnumbered heading in the same style stays a section of its own."""
+def draw_sections(path: Path, sections: list[tuple[list[str], str]], *, size: float = 11, body: float = 10) -> Path:
+    """A PDF drawn line by line: the title, then per section its heading lines (in ``font`` at
+    ``size``) over four lines of body text (``body`` points, 1.5x spacing), a new page when full."""
     from reportlab.lib.pagesizes import letter
     from reportlab.pdfgen import canvas
 
-    long = ["2. Results of a winter of field trials", "with the lantern in the fjords"]
-    path = tmp_path / "wrapped.pdf"
-    c = canvas.Canvas(str(path), pagesize=letter)
-    y = 720
-    c.setFont("Helvetica-Bold", 16)
-    c.drawString(72, y, TITLE)
-    y -= 40
-    for heading in (["1. Methods"], long, ["References"]):
-        c.setFont("Helvetica-Bold", 13)
-        for line in heading:
-            c.drawString(72, y, line)
-            y -= 16
-        c.setFont("Helvetica", 11)
-        for line in wrapped(BODY)[:4]:
-            y -= 11 * 1.6
-            c.drawString(72, y, line)
-        y -= 40
-    c.showPage()
-    c.save()
-    out = reconstruct(parsed(path), is_word=tok.vocab.__contains__, classify=classify_paragraph).to_pylist()
-    heights = {r["text"]: r["y1"] - r["y0"] for r in out if r["type"] == "Title"}
-    assert heights[" ".join(long)] > 1.5 * heights["1. Methods"]  # one heading, two printed lines
-    chunks = chunk_elements(pa.Table.from_pylist(out, schema=ELEMENTS), doc_id="d", doc_version="v", tokenizer=tok,
-                            max_tokens=254, overlap_tokens=32, min_tokens=64).to_pylist()
-    assert "References" in {c["heading_path"] for c in chunks}
-
-
-def test_roman_section_numbers_nest_their_lettered_subsections(tmp_path, tok):
-    """The IEEE style: sections I., II., subsections A., B. (the letters alone say nothing)."""
-    from reportlab.lib.pagesizes import letter
-    from reportlab.pdfgen import canvas
-
-    path = tmp_path / "ieee.pdf"
     c = canvas.Canvas(str(path), pagesize=letter)
     y = 740
     c.setFont("Helvetica-Bold", 16)
     c.drawString(72, y, TITLE)
-    y -= 36
-    for heading, font in (("I. INTRODUCTION", "Helvetica-Bold"), ("II. FIELD TRIALS", "Helvetica-Bold"),
-                          ("A. Battery life", "Helvetica-Oblique"), ("B. Brightness", "Helvetica-Oblique"),
-                          ("III. OUTLOOK", "Helvetica-Bold")):
+    y -= 40
+    for lines, font in sections:
         if y < 200:
             c.showPage()
             y = 740
-        c.setFont(font, 11)
-        c.drawString(72, y, heading)
-        y -= 20
-        c.setFont("Helvetica", 10)
-        for line in wrapped(BODY)[:5]:
+        c.setFont(font, size)
+        for line in lines:
             c.drawString(72, y, line)
-            y -= 14
-        y -= 14
+            y -= size + 3
+        c.setFont("Helvetica", body)
+        for line in wrapped(BODY)[:4]:
+            y -= body * 1.5
+            c.drawString(72, y, line)
+        y -= 30
     c.showPage()
     c.save()
+    return path
+
+
+def heading_paths(path: Path, tok) -> set[str]:
     out = reconstruct(parsed(path), is_word=tok.vocab.__contains__, classify=classify_paragraph)
     chunks = chunk_elements(out, doc_id="d", doc_version="v", tokenizer=tok, max_tokens=254, overlap_tokens=32,
-                            min_tokens=64).to_pylist()
-    paths = {c["heading_path"] for c in chunks}
-    assert {"II. FIELD TRIALS > A. Battery life", "II. FIELD TRIALS > B. Brightness", "III. OUTLOOK"} <= paths
+                            min_tokens=64)
+    return set(chunks["heading_path"].to_pylist())
+
+
+def test_a_heading_wrapped_onto_two_lines_does_not_set_the_size_of_its_level(tmp_path, tok):
+    """With two numbered sections, one of them wrapped, the printed size of a section heading is
+    the single line's: an unnumbered heading in the same style stays a section of its own."""
+    long = ["2. Results of a winter of field trials", "with the lantern in the fjords"]
+    bold = "Helvetica-Bold"
+    path = draw_sections(tmp_path / "wrapped.pdf", [(["1. Methods"], bold), (long, bold), (["References"], bold)],
+                         size=13)
+    out = reconstruct(parsed(path), is_word=tok.vocab.__contains__, classify=classify_paragraph).to_pylist()
+    heights = {r["text"]: r["y1"] - r["y0"] for r in out if r["type"] == "Title"}
+    assert heights[" ".join(long)] > 1.5 * heights["1. Methods"]  # one heading, two printed lines
+    assert "References" in heading_paths(path, tok)
+
+
+def test_roman_section_numbers_nest_their_lettered_subsections(tmp_path, tok):
+    """The IEEE style: sections I., II., subsections A., B. (the letters alone say nothing)."""
+    bold, italic = "Helvetica-Bold", "Helvetica-Oblique"
+    path = draw_sections(tmp_path / "ieee.pdf", [(["I. INTRODUCTION"], bold), (["II. FIELD TRIALS"], bold),
+                                                 (["A. Battery life"], italic), (["B. Brightness"], italic),
+                                                 (["III. OUTLOOK"], bold)])
+    assert {"II. FIELD TRIALS > A. Battery life", "II. FIELD TRIALS > B. Brightness",
+            "III. OUTLOOK"} <= heading_paths(path, tok)
 
 
 @pytest.mark.parametrize("text,fragment", [
