@@ -218,7 +218,9 @@ def _heading_depths(els: list[_El]) -> dict[int, int]:
             sizes.setdefault(d, []).append(els[i].height)
     # The lower median: a heading wrapped onto two lines has a taller box than its printed size.
     usual = {d: sorted(hs)[(len(hs) - 1) // 2] for d, hs in sizes.items()}
-    same = lambda h, ref: abs(h - ref) <= 0.05 * ref  # noqa: E731 - one size, within rounding
+
+    def same(h: float, ref: float) -> bool:  # one printed size, within rounding
+        return abs(h - ref) <= 0.05 * ref
 
     depths: dict[int, int] = {}
     current = -1  # the level of the last numbered heading
