@@ -323,7 +323,7 @@ def compare_configs(settings, texts: list[str], qids: list[str], qrels: dict, k:
              .select([*_RESULT_COLUMNS, "_distance"]).limit(full).to_arrow())
             keyword(text, _RESULT_COLUMNS)
         else:
-            sims = (matrix @ vec)[admitted]
+            sims = np.einsum("ij,j->i", matrix, vec)[admitted]  # as _MemoryVectors.search (no BLAS threads)
             n = min(full, len(sims))
             best = np.argpartition(-sims, n - 1)[:n]
             positions = admitted[best[np.argsort(-sims[best])]]

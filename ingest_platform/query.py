@@ -319,7 +319,11 @@ class _MemoryVectors:
             return []
         q = np.asarray(vector, dtype=np.float32)
         q = q / (np.linalg.norm(q) or 1.0)
-        sims = (self.matrix @ q)[positions]  # all rows, then the admitted: no copy of the matrix
+        # All rows, then the admitted: no copy of the matrix. einsum, not ``@``: OpenBLAS splits the
+        # product over every core, and its threads then busy-wait for more work on the cores that
+        # BM25 (on the other thread) and the next query's embedding need; on 2 cores both ran at
+        # half speed. einsum runs on this thread only (``benchmarks/README.md``).
+        sims = np.einsum("ij,j->i", self.matrix, q)[positions]
         n = min(depth, len(sims))
         best = np.argpartition(-sims, n - 1)[:n] if n < len(sims) else np.arange(len(sims))
         best = best[np.lexsort((positions[best], -sims[best]))]
@@ -571,7 +575,8 @@ class Retriever:
         if mode == "hybrid":
             # BM25 runs on a worker thread while the query is embedded and the vectors searched:
             # LanceDB and the encoders release the GIL, so with a core to spare hybrid latency is
-            # the longer path, not the sum (on 2 busy cores the two slow each other about as much).
+            # the longer path, not the sum (nothing here may start BLAS threads: see
+            # ``_MemoryVectors.search``).
             keyword = self._executor().submit(self._timed_keyword, pinned.table, keyword_text or text, where, depth,
                                               columns, memory is not None)
         if mode in ("vector", "hybrid"):

@@ -38,7 +38,7 @@ class SemanticCache:
             entry = self._scopes.get(scope)
             if not entry or not entry[0]:
                 return None
-            sims = np.stack(entry[0]) @ vector
+            sims = np.einsum("ij,j->i", np.stack(entry[0]), vector)  # on this thread (query._MemoryVectors.search)
             best = int(np.argmax(sims))
             if sims[best] < self.threshold:
                 return None
