@@ -408,6 +408,7 @@ def score_completion(ctx: Context) -> Grid:
     """A candidate only one retriever listed gets its true score in the other list (its cosine to the
     query; its BM25 score from a search restricted to the candidates) instead of that list's floor;
     chunk-level z-score fusion otherwise as shipped."""
+    from ingest_platform.index import quote
     from ingest_platform.query import keyword_query
 
     vectors, pos = ctx.chunk_vectors, ctx.chunk_pos
@@ -419,7 +420,7 @@ def score_completion(ctx: Context) -> Grid:
         missing = [r["chunk_id"] for r in lists["vector"][: ctx.depth] if r["chunk_id"] not in keyword_ids]
         got = {}
         if missing:
-            where = "chunk_id IN (" + ", ".join("'" + c.replace("'", "''") + "'" for c in missing) + ")"
+            where = f"chunk_id IN ({', '.join(quote(c) for c in missing)})"
             try:
                 rows = (table.search(keyword_query(ctx.texts[q]), query_type="fts").where(where, prefilter=True)
                         .select(["chunk_id", "_score"]).limit(len(missing)).to_arrow().to_pylist())
