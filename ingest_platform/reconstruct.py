@@ -217,7 +217,7 @@ def _heading_depths(els: list[_El]) -> dict[int, int]:
         if els[i].height:
             sizes.setdefault(d, []).append(els[i].height)
     # The lower median: a heading wrapped onto two lines has a taller box than its printed size.
-    usual = {d: sorted(hs)[(len(hs) - 1) // 2] for d, hs in sizes.items()}
+    usual = {d: statistics.median_low(hs) for d, hs in sizes.items()}
 
     def same(h: float, ref: float) -> bool:  # one printed size, within rounding
         return abs(h - ref) <= 0.05 * ref
