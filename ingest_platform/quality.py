@@ -314,8 +314,11 @@ def check_embeddings(settings: Settings, ref: str | int = "candidate", expected_
         from ingest_platform.embedding import get_embedder
 
         expected_dim = get_embedder(model_spec, settings.embedding.device).dim
-    frames = [_vector_frame(batch) for batch in table.search().select(["chunk_id", "doc_id", "vector"]).limit(None)
-              .to_batches(8192)]
+    # Lance's scanner with small read-ahead: LanceDB's query reader buffers ahead by default, which
+    # at 97k vectors (10x SciFact) held about twice what this does (benchmarks.ingest, memory).
+    frames = [_vector_frame(batch) for batch in table.to_lance().to_batches(
+        columns=["chunk_id", "doc_id", "vector"], batch_size=4096, batch_readahead=1, fragment_readahead=1,
+        io_buffer_size=4 << 20)]
     df = pd.concat(frames, ignore_index=True) if frames else _vector_frame(None)
     n = len(df)
     tol = q.norm_tolerance

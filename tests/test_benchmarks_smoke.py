@@ -183,6 +183,27 @@ def test_ingest_reports_stages_efficiency_and_memory(mini, tmp_path):
     assert 0 < ee["stage_encode_s"] < ee["stage_wall_s"] and 0 < ee["ratio_in_stage"] < 1
     m = result["memory"]
     assert m["1x"]["documents"] == 6 and m["2x"]["documents"] == 12 and m["ratio"] > 0
+    assert m["encoder"] == "the model"
+
+
+def test_ingest_memory_with_the_stand_in_encoder(mini, tmp_path):
+    """The quick memory comparison: both builds with vectors from text hashes, which pass the
+    gates as the model's would (unit length, the model's dimension) and repeat for equal texts."""
+    import numpy as np
+
+    from benchmarks import ingest
+    from ingest_platform.embedding import get_embedder
+
+    stand_in = ingest.StandInEncoder(get_embedder())
+    vectors = stand_in.encode(["a text", "another", "a text"])
+    assert vectors.shape == (3, stand_in.dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(vectors[0], vectors[2]) and not np.allclose(vectors[0], vectors[1])
+    out = tmp_path / "ingest.json"
+    ingest.main([str(mini), "--in-process", "--skip-throughput", "--skip-incremental", "--memory-docs", "6",
+                 "--scale", "2", "--stand-in-encoder", "--work", str(tmp_path / "w"), "--out", str(out)])
+    m = json.loads(out.read_text())["memory"]
+    assert m["encoder"].startswith("stand-in") and m["2x"]["documents"] == 12 and m["ratio"] > 0
+    assert all(m["stage_peaks_mb"]["2x"][stage] > 0 for stage in ("embed", "gates"))
 
 
 # ---- the fusion the BEIR benchmark tuned ------------------------------------------------------

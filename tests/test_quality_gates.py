@@ -222,6 +222,8 @@ def test_failing_data_quality_check_blocks_promotion(good, tmp_path):
     store = pipeline.index_store(s)
     assert store.tags()[PRODUCTION] == production[0]
     assert gates.results(s.state, store.tags()[CANDIDATE])["embeddings_quality"]["passed"] is False
+    # The suite reads the version it is asked about: production's vectors are still unit length.
+    assert quality.check_embeddings(s, store.tags()[PRODUCTION]).passed
     assert answer(s) == production
 
 
