@@ -9,7 +9,6 @@ one door to production (``ingest_platform.promotion``), after the gates.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,73 +24,42 @@ class Stage:
     what: str
 
 
-def _releasing(run: Callable[[Settings, Any], Any]) -> Callable[[Settings, Any], Any]:
-    """A stage that gives the heap it freed back to the OS when it ends (``gc.collect`` for the
-    cycles, then ``embedding.release_free_heap``).
-
-    Why: run in one process (``run_all``, the benchmarks), each stage's freed memory otherwise
-    stays resident, and a big corpus's scan, parse and index leave more of it than a small one's,
-    so the process's peak grew with the corpus although every stage streams (10x SciFact with a
-    stand-in encoder: 1,395 MB at the end without this, 1,290 MB with it; ``benchmarks.ingest``)."""
-
-    @functools.wraps(run)
-    def stage(settings: Settings, embedder: Any) -> Any:
-        import gc
-
-        from ingest_platform.embedding import release_free_heap
-
-        try:
-            return run(settings, embedder)
-        finally:
-            gc.collect()
-            release_free_heap()
-
-    return stage
-
-
-@_releasing
 def _scan(s, _e):
     from ingest_platform import pipeline
 
     return pipeline.scan(s)
 
 
-@_releasing
 def _revoke(s, _e):
     from ingest_platform import promotion
 
     return promotion.apply_revocations(s, why="run_all fast path")
 
 
-@_releasing
 def _parse(s, _e):
     from ingest_platform import pipeline
 
     return pipeline.parse(s, pool=lambda: pipeline.process_pool(s))
 
 
-@_releasing
 def _chunk(s, _e):
     from ingest_platform import pipeline
 
     return pipeline.chunk(s)
 
 
-@_releasing
 def _enrich(s, _e):
     from ingest_platform import pipeline
 
     return pipeline.enrich(s)
 
 
-@_releasing
 def _embed(s, e):
     from ingest_platform import pipeline
 
     return pipeline.embed(s, e)
 
 
-@_releasing
 def _index(s, e):
     from ingest_platform import pipeline
 
