@@ -314,12 +314,8 @@ def check_embeddings(settings: Settings, ref: str | int = "candidate", expected_
         from ingest_platform.embedding import get_embedder
 
         expected_dim = get_embedder(model_spec, settings.embedding.device).dim
-    # Lance's scanner with small batches, read-ahead and I/O buffer: on the 10x SciFact index (97k
-    # vectors) LanceDB's query reader grew the process by 143-162 MB while reading, this by 60-94
-    # (three runs each, by hand; docs/scaling.md).
-    frames = [_vector_frame(batch) for batch in table.to_lance().to_batches(
-        columns=["chunk_id", "doc_id", "vector"], batch_size=4096, batch_readahead=1, fragment_readahead=1,
-        io_buffer_size=4 << 20)]
+    frames = [_vector_frame(batch) for batch in table.search().select(["chunk_id", "doc_id", "vector"]).limit(None)
+              .to_batches(8192)]
     df = pd.concat(frames, ignore_index=True) if frames else _vector_frame(None)
     n = len(df)
     tol = q.norm_tolerance
