@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
             # The throughput build ran the model: a stand-in comparison builds its own 1x.
             reuse = None if args.stand_in_encoder else result.get("throughput")
             one = reuse or run_build(base, work / "throughput", bare=False, in_process=args.in_process,
-                                                        stand_in=args.stand_in_encoder)
+                                     stand_in=args.stand_in_encoder)
         else:
             base = write_slice(src, work / "corpora" / f"first-{args.memory_docs}.jsonl", args.memory_docs)
             one = run_build(base, work / "memory-1x", bare=False, in_process=args.in_process,

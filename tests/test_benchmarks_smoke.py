@@ -187,8 +187,8 @@ def test_ingest_reports_stages_efficiency_and_memory(mini, tmp_path):
 
 
 def test_ingest_memory_with_the_stand_in_encoder(mini, tmp_path):
-    """The quick memory comparison: both builds with vectors from text hashes, which pass the
-    gates as the model's would (unit length, the model's dimension) and repeat for equal texts."""
+    """The quick memory comparison: both builds with vectors from text hashes, unit length and of
+    the model's dimension as the gates require, equal for equal texts as the caches assume."""
     import numpy as np
 
     from benchmarks import ingest
