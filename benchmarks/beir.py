@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import (RESULTS, WORK, load_qrels, load_queries, machine, make_settings, peak_rss_mb,
-                               print_table, source_name, write_json)
+from benchmarks.common import (RESULTS, WORK, indexed_documents, load_qrels, load_queries, machine, make_settings,
+                               peak_rss_mb, print_table, source_name, write_json)
 
 MODES = ("keyword", "vector", "hybrid")
 # Published nDCG@10 on the SciFact test split, and the one measured on these machines.
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
         "references": refs,
         "settings": {"chunking": settings.chunking.model_dump(), "query": settings.query.model_dump(),
                      "embedding": settings.embedding.model_dump()},
-        "index": {"documents": stages["enrich"]["documents"] + stages["enrich"]["kept"],
+        "index": {"documents": indexed_documents(settings),
                   "chunks": stages["index"]["rows"]},
         "timings": {
             "build_s": build_s,

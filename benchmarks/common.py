@@ -127,6 +127,14 @@ def make_settings(home: Path, corpus: Path, name: str = "corpus", **overrides: A
     return load_settings(empty, home=str(home / "state"), sources=sources, **overrides)
 
 
+def indexed_documents(settings) -> int:
+    """Documents with chunks in the build (counted from its chunks, so a run that redid nothing
+    counts them too)."""
+    from ingest_platform.pipeline import chunk_table
+
+    return len(set(chunk_table(settings).read_all(["doc_id"])["doc_id"].to_pylist()))
+
+
 # ---- memory -------------------------------------------------------------------------------------
 
 

@@ -109,8 +109,11 @@ class ParsingSettings(_Strict):
 
 
 class ChunkingSettings(_Strict):
-    # In the embedding model's own word pieces, excluding [CLS]/[SEP]; all-MiniLM-L6-v2 reads 256.
-    max_tokens: int = Field(default=254, ge=16)
+    # In the embedding model's own word pieces. Unset: as many as the model embeds
+    # (``models.passage_tokens``: 510 for bge-small-en-v1.5, 254 for all-MiniLM-L6-v2); more is a
+    # configuration error, since the model would not read a chunk's end. benchmarks/README.md
+    # ("Chunk size") reports retrieval against it.
+    max_tokens: int | None = Field(default=None, ge=16)
     overlap_tokens: int = Field(default=32, ge=0)
     # No chunk is smaller, except a whole document that is (``chunking._merge_small``); capped at
     # half of max_tokens. benchmarks/README.md reports the sensitivity of retrieval to it.
@@ -402,11 +405,19 @@ class Settings(BaseSettings):
         return os.fspath(v) if isinstance(v, os.PathLike) else v
 
     @model_validator(mode="after")
-    def _model_thresholds(self) -> Settings:
-        if self.monitoring.low_similarity is None:
-            from ingest_platform.models import low_similarity
+    def _model_defaults(self) -> Settings:
+        """Settings whose right value depends on the embedding model, filled in from it."""
+        from ingest_platform.models import low_similarity, passage_tokens
 
+        if self.monitoring.low_similarity is None:
             self.monitoring.low_similarity = low_similarity(self.embedding.model)
+        reads = passage_tokens(self.embedding.model)
+        if self.chunking.max_tokens is None:
+            self.chunking.max_tokens = reads
+        elif self.chunking.max_tokens > reads:
+            raise ValueError(f"[chunking] max_tokens = {self.chunking.max_tokens} is more than the embedding model "
+                             f"{self.embedding.model!r} reads of a passage ({reads} tokens): the end of a "
+                             f"longer chunk would not be embedded")
         return self
 
     @classmethod
@@ -524,6 +535,8 @@ def _explain(exc: ValidationError, path: Path | None) -> str:
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc)
     where = f"{path}: " if path is not None else ""
+    if not loc:  # a check across settings (``Settings._model_defaults``): its message names the keys
+        return f"{where}{err['msg'].removeprefix('Value error, ')}"
     if err["type"] == "extra_forbidden":
         model: Any = Settings
         for part in loc[:-1]:

@@ -97,12 +97,31 @@ def pooling(model: str) -> str:
 
 
 def max_seq_length(model: str) -> int:
-    """Tokens the model reads (``sentence_bert_config.json``, else the bundled entry, else 512)."""
-    cfg = Path(resolve_model_path(model)) / "sentence_bert_config.json"
+    """Tokens the model reads, special tokens included (the bundled entry, else the directory's
+    ``sentence_bert_config.json``, else 512)."""
+    spec = bundled(model)
+    if spec is not None:
+        return spec.max_seq_length
+    cfg = Path(model) / "sentence_bert_config.json"
     if cfg.is_file():
         return int(json.loads(cfg.read_text()).get("max_seq_length", 512))
-    spec = bundled(model)
-    return spec.max_seq_length if spec is not None else 512
+    return 512
+
+
+@functools.lru_cache(maxsize=8)
+def passage_tokens(model: str) -> int:
+    """How many of a passage's own tokens the model embeds: its window less [CLS]/[SEP] and its
+    document prompt (510 for bge-small-en-v1.5, 254 for all-MiniLM-L6-v2). ``[chunking]
+    max_tokens`` defaults to it, so chunks are as long as the model reads and no chunk is cut
+    short when it is embedded."""
+    window = max_seq_length(model) - 2
+    try:
+        prompt = document_prompt(model)
+    except FileNotFoundError:  # a bundled model whose package is missing: the preflight says so
+        prompt = ""
+    if prompt:
+        window -= len(load_tokenizer(model)(prompt, add_special_tokens=False)["input_ids"])
+    return window
 
 
 def model_prompts(model: str) -> tuple[dict[str, str], str | None]:

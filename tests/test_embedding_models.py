@@ -100,3 +100,36 @@ def test_an_index_built_under_the_old_default_name_keeps_its_model_and_a_change_
     assert r._pin().model_spec == DEFAULT_MODEL
     hits = r.search("how bright is the Zephyr K7 lantern", 3, mode="vector").hits
     assert hits[0].doc_id == "docs:products/lanterns.md"
+
+
+def test_chunks_default_to_what_the_model_reads_and_more_is_a_config_error(tmp_path):
+    """``[chunking] max_tokens`` unset is the model's window less its special tokens: a chunk is as
+    long as the model embeds, whichever model is configured. A larger value would leave the end of
+    long chunks unembedded, so it is refused in one line that names the key."""
+    from ingest_platform.config import load_settings
+    from ingest_platform.errors import ConfigError
+    from ingest_platform.models import load_tokenizer
+
+    assert load_settings(None).chunking.max_tokens == BUNDLED[DEFAULT_MODEL].max_seq_length - 2
+    minilm = load_settings(None, embedding={"model": "all-MiniLM-L6-v2"})
+    assert minilm.chunking.max_tokens == BUNDLED["all-MiniLM-L6-v2"].max_seq_length - 2
+    assert load_settings(None, chunking={"max_tokens": 100}).chunking.max_tokens == 100
+
+    config = tmp_path / "ingest-platform.toml"
+    config.write_text('[embedding]\nmodel = "all-MiniLM-L6-v2"\n\n[chunking]\nmax_tokens = 400\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(config)
+    message = str(err.value)
+    assert "\n" not in message and str(config) in message and "max_tokens = 400" in message and "254" in message
+
+    # A real pipeline run: every chunk within the window, the long document cut at it.
+    corpus = tmp_path / "src"
+    corpus.mkdir()
+    (corpus / "long.md").write_text("# Leave\n\n" + " ".join(f"Rule {i} of parental leave applies to staff." for i in range(200)))
+    s = make_settings(tmp_path, corpus)
+    pipeline.run_all(s)
+    table = pipeline.index_store(s).checkout("production").search().select(["text", "token_count"]).limit(100).to_arrow()
+    counts = table["token_count"].to_pylist()
+    tok = load_tokenizer(DEFAULT_MODEL)
+    assert max(counts) <= s.chunking.max_tokens and max(counts) > 254  # longer than the old fixed 254
+    assert all(len(tok(t, add_special_tokens=False)["input_ids"]) <= s.chunking.max_tokens for t in table["text"].to_pylist())

@@ -72,3 +72,19 @@ def test_an_index_built_with_a_prompted_model_serves_prompted_queries(prompted_m
     r = Retriever(settings=s, trace=False)
     hits = r.search("how bright is the Zephyr K7 lantern", 3, mode="vector").hits
     assert hits[0].doc_id == "docs:products/lanterns.md"
+
+
+def test_a_chunk_of_the_default_size_is_embedded_to_its_last_token(prompted_model, bare):
+    """The document prompt takes room in the model's window, so the default chunk size leaves it
+    that room: the last word of a chunk of exactly ``max_tokens`` tokens still changes its vector."""
+    from ingest_platform.models import load_tokenizer
+
+    s = make_settings(Path("unused"), Path("unused"), embedding={"model": str(prompted_model)})
+    tok = load_tokenizer(str(prompted_model))
+    prompt = len(tok(PROMPTS["document"], add_special_tokens=False)["input_ids"])
+    assert prompt > 0 and s.chunking.max_tokens == 256 - 2 - prompt
+    words = ["lantern"] * (s.chunking.max_tokens - 1)
+    full, cut = " ".join([*words, "year"]), " ".join(words)
+    assert len(tok(full, add_special_tokens=False)["input_ids"]) == s.chunking.max_tokens
+    vectors = Embedder(str(prompted_model)).encode([full, cut])
+    assert float(vectors[0] @ vectors[1]) < 0.9999
