@@ -1,6 +1,6 @@
 """Retrieval against chunk size, on a BEIR split that is not reported (SciFact ``train`` by default).
 
-    python -m benchmarks.chunk_sizes [DATASET_DIR] [--sizes 254,510] [--split train] [--out FILE.json]
+    python -m benchmarks.chunk_sizes [DATASET_DIR] [--sizes 254,510] [--split train] [--work DIR] [--out FILE.json]
 
 ``[chunking] max_tokens`` was set for all-MiniLM-L6-v2, which reads 256 word pieces; the default
 model now reads 512. Each size builds the corpus from an empty state with the platform's defaults
@@ -63,11 +63,11 @@ def embed_cost(settings_by_size: dict, documents: int, rounds: int, seed: int = 
                    "ratio_to_first": statistics.median(s) / base} for size, s in seconds.items()}
 
 
-def build(dataset: Path, name: str, max_tokens: int):
+def build(dataset: Path, name: str, max_tokens: int, work: Path):
     from ingest_platform.pipeline import run_all
 
-    work = WORK / f"chunks-{name}-{max_tokens}"
-    settings = make_settings(work, dataset / "corpus.jsonl", name, chunking={"max_tokens": max_tokens})
+    settings = make_settings(work / f"chunks-{name}-{max_tokens}", dataset / "corpus.jsonl", name,
+                             chunking={"max_tokens": max_tokens})
     stages = run_all(settings, promote=True)
     return settings, stages
 
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--limit-queries", type=int, help="score only the first N judged queries")
     ap.add_argument("--cost-documents", type=int, default=300, help="documents whose chunks are encoded to time each size")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=WORK, help="folder for the builds, one per size (kept and reused)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     per_size, settings_by_size = {}, {}
     for size in sizes:
-        settings, stages = build(dataset, name, size)
+        settings, stages = build(dataset, name, size, args.work.resolve())
         settings_by_size[size] = settings
         runs, _ = run_queries(settings, name, queries, qids)
         docs = indexed_documents(settings)

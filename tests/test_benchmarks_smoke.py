@@ -33,7 +33,7 @@ def beir_result(mini, tmp_path_factory):
 
 def test_beir_scores_every_mode(beir_result):
     _, result = beir_result
-    assert result["split"] == "test" and result["queries"] == 5
+    assert result["split"] == "test" and result["queries"] == 5 and result["index"]["documents"] == 20
     assert set(result["modes"]) == {"keyword", "vector", "hybrid"}
     for metrics in result["modes"].values():
         for name in ("ndcg@10", "recall@100", "mrr@10"):
@@ -305,3 +305,22 @@ def test_naive_script_scores_a_slice_with_a_named_model(mini, tmp_path):
     assert set(result["modes"]) == {"vector", "keyword", "hybrid"}
     for metrics in result["modes"].values():
         assert 0.0 <= metrics["ndcg@10"] <= 1.0 and metrics["queries"] == 5
+
+
+def test_chunk_sizes_compares_each_size_with_the_first_query_by_query(tmp_path):
+    from benchmarks import chunk_sizes
+    from benchmarks.common import slice_beir
+
+    train = slice_beir(need(SCIFACT), tmp_path / "mini-train", docs=20, queries=5, split="train")
+    out = tmp_path / "sizes.json"
+    result = chunk_sizes.main([str(train), "--sizes", "64,200", "--work", str(tmp_path / "work"),
+                               "--cost-documents", "5", "--rounds", "1", "--out", str(out)])
+    assert json.loads(out.read_text())["baseline"] == 64
+    small, large = result["sizes"]
+    assert small["chunks"] > large["chunks"] >= 20  # smaller chunks, more of them; every document indexed
+    for mode in ("keyword", "vector", "hybrid"):
+        assert small["modes"][mode]["delta_ndcg@10"] == 0.0
+        diffs = [b - a for a, b in zip(small["per_query_ndcg@10"][mode], large["per_query_ndcg@10"][mode])]
+        assert large["modes"][mode]["delta_ndcg@10"] == pytest.approx(sum(diffs) / len(diffs))
+    assert small["embed_cost"]["ratio_to_first"] == 1.0 and large["embed_cost"]["encode_s"] > 0
+    assert small["embed_cost"]["chunks"] > large["embed_cost"]["chunks"]
