@@ -111,12 +111,12 @@ def file_chunks(root: Path) -> list[tuple[str, str]]:
     """(document, chunk text) for every file under ``root``, parsed and chunked as the pipeline does.
     Files that fail to parse are skipped (the pipeline records them; nothing of them is indexed)."""
     from ingest_platform.chunking import chunk_elements
-    from ingest_platform.config import ChunkingSettings, ParsingSettings
-    from ingest_platform.models import DEFAULT_MODEL, load_tokenizer, passage_tokens
+    from ingest_platform.config import ChunkingSettings, ParsingSettings, default_chunk_tokens
+    from ingest_platform.models import DEFAULT_MODEL, load_tokenizer
     from ingest_platform.parsing import ParseError, parse_bytes
 
     tokenizer = load_tokenizer(DEFAULT_MODEL)
-    c = ChunkingSettings(max_tokens=passage_tokens(DEFAULT_MODEL))
+    c = ChunkingSettings(max_tokens=default_chunk_tokens(DEFAULT_MODEL))
     out = []
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".meta.json")):
         rel = path.relative_to(root).as_posix()

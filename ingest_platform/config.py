@@ -108,11 +108,23 @@ class ParsingSettings(_Strict):
     retry_after_s: float = Field(default=300.0, ge=0)
 
 
+# Chunk size when ``[chunking] max_tokens`` is unset: all-MiniLM-L6-v2's whole window, the first
+# default model's. On SciFact train, 510 (bge-small-en-v1.5's whole window) was no better once the
+# fusion was chosen by the same cross-validation (benchmarks/README.md, "Chunk size").
+DEFAULT_CHUNK_TOKENS = 254
+
+
+def default_chunk_tokens(model: str) -> int:
+    """``[chunking] max_tokens`` when unset: ``DEFAULT_CHUNK_TOKENS``, capped at what ``model`` reads."""
+    from ingest_platform.models import passage_tokens
+
+    return min(DEFAULT_CHUNK_TOKENS, passage_tokens(model))
+
+
 class ChunkingSettings(_Strict):
-    # In the embedding model's own word pieces. Unset: as many as the model embeds
-    # (``models.passage_tokens``: 510 for bge-small-en-v1.5, 254 for all-MiniLM-L6-v2); more is a
-    # configuration error, since the model would not read a chunk's end. benchmarks/README.md
-    # ("Chunk size") reports retrieval against it.
+    # In the embedding model's own word pieces. Unset: ``DEFAULT_CHUNK_TOKENS``, or less where the
+    # model reads less of a passage (``models.passage_tokens``); more than it reads is a
+    # configuration error, since the model would not embed a chunk's end.
     max_tokens: int | None = Field(default=None, ge=16)
     overlap_tokens: int = Field(default=32, ge=0)
     # No chunk is smaller, except a whole document that is (``chunking._merge_small``); capped at
@@ -413,7 +425,7 @@ class Settings(BaseSettings):
             self.monitoring.low_similarity = low_similarity(self.embedding.model)
         reads = passage_tokens(self.embedding.model)
         if self.chunking.max_tokens is None:
-            self.chunking.max_tokens = reads
+            self.chunking.max_tokens = default_chunk_tokens(self.embedding.model)
         elif self.chunking.max_tokens > reads:
             raise ValueError(f"[chunking] max_tokens = {self.chunking.max_tokens} is more than the embedding model "
                              f"{self.embedding.model!r} reads of a passage ({reads} tokens): the end of a "

@@ -112,8 +112,7 @@ def max_seq_length(model: str) -> int:
 def passage_tokens(model: str) -> int:
     """How many of a passage's own tokens the model embeds: its window less [CLS]/[SEP] and its
     document prompt (510 for bge-small-en-v1.5, 254 for all-MiniLM-L6-v2). ``[chunking]
-    max_tokens`` defaults to it, so chunks are as long as the model reads and no chunk is cut
-    short when it is embedded."""
+    max_tokens`` is capped at it, so no chunk is cut short when it is embedded."""
     window = max_seq_length(model) - 2
     try:
         prompt = document_prompt(model)

@@ -102,34 +102,38 @@ def test_an_index_built_under_the_old_default_name_keeps_its_model_and_a_change_
     assert hits[0].doc_id == "docs:products/lanterns.md"
 
 
-def test_chunks_default_to_what_the_model_reads_and_more_is_a_config_error(tmp_path):
-    """``[chunking] max_tokens`` unset is the model's window less its special tokens: a chunk is as
-    long as the model embeds, whichever model is configured. A larger value would leave the end of
-    long chunks unembedded, so it is refused in one line that names the key."""
-    from ingest_platform.config import load_settings
+def test_chunk_size_is_capped_at_what_the_model_reads_and_more_is_a_config_error(tmp_path):
+    """``[chunking] max_tokens`` unset is 254 tokens, or less where the model reads less of a
+    passage (its window less special tokens and document prompt). A value the model cannot read
+    to the end would leave the end of long chunks unembedded, so it is refused in one line that
+    names the key; up to the model's window it is the user's choice."""
+    from ingest_platform.config import DEFAULT_CHUNK_TOKENS, load_settings
     from ingest_platform.errors import ConfigError
-    from ingest_platform.models import load_tokenizer
+    from ingest_platform.models import load_tokenizer, passage_tokens
 
-    assert load_settings(None).chunking.max_tokens == BUNDLED[DEFAULT_MODEL].max_seq_length - 2
+    reads = BUNDLED[DEFAULT_MODEL].max_seq_length - 2
+    assert passage_tokens(DEFAULT_MODEL) == reads > DEFAULT_CHUNK_TOKENS
+    assert load_settings(None).chunking.max_tokens == DEFAULT_CHUNK_TOKENS
+    assert load_settings(None, chunking={"max_tokens": reads}).chunking.max_tokens == reads
     minilm = load_settings(None, embedding={"model": "all-MiniLM-L6-v2"})
     assert minilm.chunking.max_tokens == BUNDLED["all-MiniLM-L6-v2"].max_seq_length - 2
-    assert load_settings(None, chunking={"max_tokens": 100}).chunking.max_tokens == 100
 
     config = tmp_path / "ingest-platform.toml"
-    config.write_text('[embedding]\nmodel = "all-MiniLM-L6-v2"\n\n[chunking]\nmax_tokens = 400\n')
+    config.write_text(f'[chunking]\nmax_tokens = {reads + 1}\n')
     with pytest.raises(ConfigError) as err:
         load_settings(config)
     message = str(err.value)
-    assert "\n" not in message and str(config) in message and "max_tokens = 400" in message and "254" in message
+    assert "\n" not in message and str(config) in message and f"max_tokens = {reads + 1}" in message
+    assert f"({reads} tokens)" in message
 
-    # A real pipeline run: every chunk within the window, the long document cut at it.
+    # A real pipeline run at the model's whole window: every chunk within it, counted in its tokens.
     corpus = tmp_path / "src"
     corpus.mkdir()
     (corpus / "long.md").write_text("# Leave\n\n" + " ".join(f"Rule {i} of parental leave applies to staff." for i in range(200)))
-    s = make_settings(tmp_path, corpus)
+    s = make_settings(tmp_path, corpus, chunking={"max_tokens": reads})
     pipeline.run_all(s)
     table = pipeline.index_store(s).checkout("production").search().select(["text", "token_count"]).limit(100).to_arrow()
     counts = table["token_count"].to_pylist()
     tok = load_tokenizer(DEFAULT_MODEL)
-    assert max(counts) <= s.chunking.max_tokens and max(counts) > 254  # longer than the old fixed 254
-    assert all(len(tok(t, add_special_tokens=False)["input_ids"]) <= s.chunking.max_tokens for t in table["text"].to_pylist())
+    assert DEFAULT_CHUNK_TOKENS < max(counts) <= reads
+    assert all(len(tok(t, add_special_tokens=False)["input_ids"]) <= reads for t in table["text"].to_pylist())

@@ -76,7 +76,8 @@ def test_an_index_built_with_a_prompted_model_serves_prompted_queries(prompted_m
 
 def test_a_chunk_of_the_default_size_is_embedded_to_its_last_token(prompted_model, bare):
     """The document prompt takes room in the model's window, so the default chunk size leaves it
-    that room: the last word of a chunk of exactly ``max_tokens`` tokens still changes its vector."""
+    that room (256 word pieces, less [CLS]/[SEP] and the prompt): the last word of a chunk of
+    exactly ``max_tokens`` tokens still changes its vector."""
     from ingest_platform.models import load_tokenizer
 
     s = make_settings(Path("unused"), Path("unused"), embedding={"model": str(prompted_model)})
