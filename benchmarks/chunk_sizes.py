@@ -9,10 +9,11 @@ otherwise (its own work folder, kept and reused), and the split's queries run th
 first one query by query: the mean paired difference in nDCG@10 and its standard error, so a
 difference inside the noise reads as such.
 
-Longer chunks cost more to embed per token (attention grows with the sequence). The build's embed
-stage is not comparable across builds on a busy machine, so the cost is measured apart: the chunks
-of the same random documents at each size, encoded by the same model in one process, sizes taken
-in turn, ``--rounds`` times; the JSON reports each size's median seconds and its ratio to the first.
+Longer chunks cost more to embed per token (attention grows with the sequence) but repeat fewer
+overlap tokens. The build's embed stage is not comparable across builds on a busy machine, so the
+cost is measured apart: the chunks of the same random documents at each size, encoded by the same
+model in one process, sizes taken in turn, ``--rounds`` times; the JSON reports each size's median
+seconds and its ratio to the first.
 """
 
 from __future__ import annotations

@@ -74,13 +74,13 @@ def test_an_index_built_with_a_prompted_model_serves_prompted_queries(prompted_m
     assert hits[0].doc_id == "docs:products/lanterns.md"
 
 
-def test_a_chunk_of_the_default_size_is_embedded_to_its_last_token(prompted_model, bare):
+def test_a_chunk_of_the_default_size_is_embedded_to_its_last_token(prompted_model, tmp_path):
     """The document prompt takes room in the model's window, so the default chunk size leaves it
     that room (256 word pieces, less [CLS]/[SEP] and the prompt): the last word of a chunk of
     exactly ``max_tokens`` tokens still changes its vector."""
     from ingest_platform.models import load_tokenizer
 
-    s = make_settings(Path("unused"), Path("unused"), embedding={"model": str(prompted_model)})
+    s = make_settings(tmp_path, tmp_path / "src", embedding={"model": str(prompted_model)})
     tok = load_tokenizer(str(prompted_model))
     prompt = len(tok(PROMPTS["document"], add_special_tokens=False)["input_ids"])
     assert prompt > 0 and s.chunking.max_tokens == 256 - 2 - prompt
