@@ -4,6 +4,7 @@ import os
 import time
 
 import dagster as dg
+import pytest
 
 import definitions
 from definitions import execute_run
@@ -63,6 +64,7 @@ def test_sensor_requests_exactly_one_run_per_change(tmp_path):
         assert not after.run_requests and "no source changes" in after.skip_message
 
 
+@pytest.mark.slow
 def test_sensor_requests_the_run_that_retries_a_crashed_parse(tmp_path, monkeypatch):
     """A parse that lost its worker is tried again on the next run (``[parsing] attempts``); with
     the schedule off (the default) nothing else would start that run, as no file changed."""

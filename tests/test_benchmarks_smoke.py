@@ -266,6 +266,7 @@ def test_segments_compares_an_index_between_compactions_with_a_fresh_one(mini, t
     assert all(m["fresh"]["p50_ms"] > 0 and m["deltas"]["p50_ms"] > 0 for m in result["modes"].values())
 
 
+@pytest.mark.slow
 def test_fidelity_renders_files_and_scores_them_beside_the_records(tmp_path):
     """End to end on a small rendered slice: SciFact abstracts as real PDF, DOCX and HTML files go
     through the directory source, parse, reconstruction and chunking, and are scored like the

@@ -23,6 +23,7 @@ def _one_line(stderr: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_parallel_runs_on_one_home_never_break_it(tmp_path):
     root = make_corpus(tmp_path / "src")
     cfg = str(write_config(tmp_path, root))
@@ -42,6 +43,7 @@ def test_parallel_runs_on_one_home_never_break_it(tmp_path):
     assert json.loads(again.stdout)["success"]
 
 
+@pytest.mark.slow
 def test_instance_creation_races_many_times(tmp_path):
     """Dagster's SQLite storage created by several processes at once, repeatedly: every process
     gets a working instance and the storage has one schema head afterwards."""
