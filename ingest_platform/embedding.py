@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest_platform import faults, state
+from ingest_platform.heap import release_free_heap
 from ingest_platform.models import DEFAULT_MODEL, document_prompt, onnx_weights, query_prompt, resolve_model_path
 from ingest_platform.models import model_id as _model_id
 from ingest_platform.progress import Progress
@@ -165,30 +166,6 @@ class EmbeddingCache:
 
 
 SAVE_EVERY = 2048
-
-
-def release_free_heap() -> None:
-    """Give the C heap's free pages back to the OS (glibc ``malloc_trim``; elsewhere a no-op).
-
-    Why: torch's activations for batches of varying lengths leave glibc's heap fragmented, and
-    its resident size then creeps with the number of batches, not the shard: at 10x SciFact the
-    embed stage peaked at 2,464 MB without this and 1,671 MB with it (``benchmarks/results/
-    ingest.json``). Costs about a millisecond per part."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim():
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")  # runs ldconfig: once per process
-    try:
-        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
-    except OSError:
-        return None
 
 
 @dataclass

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 
 from ingest_platform import faults, state, storage
 from ingest_platform.config import IndexSettings
+from ingest_platform.heap import release_free_heap
 from ingest_platform.schemas import ENRICHED, conform
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,9 @@ class IndexStore:
             new_ids = {c for _, part in source.rows(docs, ["chunk_id"]) for c in part.column("chunk_id").to_pylist()}
             inserted, updated, deleted = self._merge(table, rows, new_ids, upsert, delete)
         faults.point("index:written")
+        release_free_heap()  # the write's buffers, before the full-text index builds its own
         self._ensure_indexes(table, vector_index_min_rows)
+        release_free_heap()
         # Removed documents' text leaves the data files too, not only the row set.
         settle(table, retention, purge=bool(delete) and not rebuild, max_deltas=max_deltas)
         faults.point("index:optimized")

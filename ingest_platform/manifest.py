@@ -69,8 +69,10 @@ def manifest_path(home: Path) -> Path:
     return state.manifest(home)
 
 
-def load_manifest(home: Path) -> pa.Table:
-    return read_parquet(manifest_path(home), MANIFEST)
+def load_manifest(home: Path, columns: list[str] | None = None) -> pa.Table:
+    """The manifest (only ``columns`` of it, when given: at 51,830 documents the whole of it is
+    24 MB in Arrow and about 100 MB while parquet decodes it)."""
+    return read_parquet(manifest_path(home), MANIFEST, columns)
 
 
 def save_manifest(home: Path, table: pa.Table) -> None:

@@ -31,9 +31,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow.compute as pc
+
 from ingest_platform import gates, state
 from ingest_platform import manifest as mf
 from ingest_platform.config import Settings
+from ingest_platform.heap import release_free_heap
 from ingest_platform.errors import HomeLocked, PromotionRefused
 from ingest_platform.index import CANDIDATE, PRODUCTION, PROMOTED_PREFIX, IndexError_, IndexStore, PromotionEvent, whoami
 from ingest_platform.locking import file_lock, holder, writer_lock
@@ -87,6 +90,7 @@ def judge(settings: Settings, version: int) -> dict[str, bool]:
         passed = result.passed or not result.blocking
         gates.record(settings.state, version, result.name, passed, {"check_passed": result.passed})
         verdicts[result.name] = passed
+        release_free_heap()
     if settings.eval.golden_file:
         candidate, production = evaluation.evaluate_candidate_and_production(settings)
         evaluation.save_reports(settings, candidate, production)
@@ -129,8 +133,11 @@ def allowed_access(settings: Settings) -> dict[str, set[str]]:
     A source that could not be listed keeps its documents' last good rows in the manifest, and a
     deletion held for confirmation keeps its documents' groups here, so neither an outage nor an
     unconfirmed mass deletion removes anything from production."""
-    rows = mf.load_manifest(settings.state).select(["doc_id", "status", "access_groups"]).to_pylist()
-    allowed = {r["doc_id"]: set(r["access_groups"] or []) for r in rows if r["status"] != "deleted"}
+    present = mf.load_manifest(settings.state, ["doc_id", "status", "access_groups"])
+    present = present.filter(pc.not_equal(present["status"], "deleted"))
+    allowed = {doc_id: set(groups or []) for doc_id, groups in
+               zip(present["doc_id"].to_pylist(), present["access_groups"].to_pylist())}
+    del present
     for doc_id, groups in held_deletions(settings).items():
         allowed.setdefault(doc_id, set(groups))
     seen = revoked_since_scan(settings)  # newer than the manifest: only ever takes away

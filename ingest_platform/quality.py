@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ingest_platform.config import Settings
+from ingest_platform.heap import release_free_heap
 from ingest_platform.quality_words import in_words
 
 log = logging.getLogger(__name__)
@@ -315,8 +316,10 @@ def check_embeddings(settings: Settings, ref: str | int = "candidate", expected_
 
         expected_dim = get_embedder(model_spec, settings.embedding.device).dim
     frames = [_vector_frame(batch) for batch in table.search().select(["chunk_id", "doc_id", "vector"]).limit(None)
-              .to_batches(8192)]
+              .to_batches(1024)]
     df = pd.concat(frames, ignore_index=True) if frames else _vector_frame(None)
+    del frames
+    release_free_heap()  # the scan's buffers: the frame holds five small columns, not the vectors
     n = len(df)
     tol = q.norm_tolerance
     expectations = [

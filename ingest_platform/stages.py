@@ -20,8 +20,18 @@ from ingest_platform.config import Settings
 class Stage:
     name: str  # the key of its summary in ``run_all``'s result
     asset: str  # the Dagster asset that runs it
-    run: Callable[[Settings, Any], Any]  # (settings, embedder or None) -> its summary
+    body: Callable[[Settings, Any], Any]  # (settings, embedder or None) -> its summary
     what: str
+
+    def run(self, settings: Settings, embedder: Any = None) -> Any:
+        """The stage, then the memory it freed goes back to the OS, so the next stage does not
+        start on top of this one's peak (``ingest_platform.heap``)."""
+        from ingest_platform.heap import release_free_heap
+
+        try:
+            return self.body(settings, embedder)
+        finally:
+            release_free_heap()
 
 
 def _scan(s, _e):

@@ -105,11 +105,17 @@ def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(where, columns=columns, filesystem=fs)
 
 
-def read_parquet(path: Path, schema: pa.Schema) -> pa.Table:
-    """The table at ``path`` conformed to ``schema``, or an empty one when it does not exist yet."""
+def read_parquet(path: Path, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
+    """The table at ``path`` conformed to ``schema`` (only ``columns`` of it, when given), or an
+    empty one when it does not exist yet. Reading only the columns a caller needs keeps a large
+    file's other columns out of memory."""
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
     if not path.exists():
         return schema.empty_table()
-    return conform(read_table(path), schema)
+    fs, where = _fs(path)
+    present = set(pq.read_schema(where, filesystem=fs).names) if columns is not None else None
+    return conform(read_table(path, None if columns is None else [c for c in columns if c in present]), schema)
 
 
 class SegmentStore:

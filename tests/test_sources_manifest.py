@@ -214,3 +214,24 @@ def test_unlistable_source_keeps_its_documents(tmp_path):
     summary = pipeline.scan(s)
     assert summary.errors and "could not be listed" in summary.errors[0]
     assert set(statuses(s).values()) == {"unchanged"}  # not mass-deleted
+
+
+def test_the_manifest_read_by_column_matches_the_whole_and_fills_columns_an_older_file_lacks(tmp_path):
+    """``load_manifest(home, columns)`` (the access check reads three of its eighteen columns):
+    the same values as the whole manifest's; a column an older manifest file lacks reads as
+    nulls, as the whole read conforms it."""
+    root = make_corpus(tmp_path / "src")
+    s = make_settings(tmp_path / "home", root)
+    pipeline.scan(s)
+    whole = mf.load_manifest(s.state)
+    cols = ["doc_id", "status", "access_groups"]
+    part = mf.load_manifest(s.state, cols)
+    assert part.column_names == cols and part.num_rows == whole.num_rows > 0
+    assert part.equals(whole.select(cols))
+
+    path = mf.manifest_path(s.state)
+    pq.write_table(pq.read_table(path).drop_columns(["access_groups"]), path)  # an older file
+    older = mf.load_manifest(s.state, cols)
+    assert older["doc_id"].to_pylist() == whole["doc_id"].to_pylist()
+    assert older["access_groups"].null_count == older.num_rows
+    assert mf.load_manifest(tmp_path / "nowhere", cols).column_names == cols
