@@ -2,7 +2,7 @@
 
 Why: a build's resident size is set by what the allocators keep, not by what is live. glibc keeps
 freed pages in per-thread arenas (torch's activations, LanceDB's writer threads) and Arrow's
-memory pool (mimalloc) keeps freed segments for reuse, so each stage started on top of the
+memory pool (mimalloc in its Linux wheels) keeps freed segments for reuse, so each stage started on top of the
 previous stage's peak. torch's activations for batches of varying lengths fragmented glibc's
 heap until the embed stage's resident size crept with the number of batches: at 10x SciFact it
 peaked at 2,464 MB without a trim after each saved part and 1,671 MB with it (``benchmarks/

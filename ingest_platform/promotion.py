@@ -36,8 +36,8 @@ import pyarrow.compute as pc
 from ingest_platform import gates, state
 from ingest_platform import manifest as mf
 from ingest_platform.config import Settings
-from ingest_platform.heap import release_free_heap
 from ingest_platform.errors import HomeLocked, PromotionRefused
+from ingest_platform.heap import release_free_heap
 from ingest_platform.index import CANDIDATE, PRODUCTION, PROMOTED_PREFIX, IndexError_, IndexStore, PromotionEvent, whoami
 from ingest_platform.locking import file_lock, holder, writer_lock
 
