@@ -62,12 +62,19 @@ def s3():
 @pytest.fixture()
 def bucket(s3, monkeypatch):
     import boto3
+    import s3fs
 
     for key, value in s3.items():
         monkeypatch.setenv(key, value)
+    # fsspec reuses an S3 filesystem made with the same arguments, and it keeps the credentials
+    # and endpoint of the environment it was made in: one an earlier test made (listing
+    # s3://no-such-bucket with no AWS variables set) must not answer for this server, nor this
+    # server's for later tests.
+    s3fs.S3FileSystem.clear_instance_cache()
     name = f"ingest-{uuid.uuid4().hex[:10]}"
     boto3.client("s3").create_bucket(Bucket=name)
-    return name
+    yield name
+    s3fs.S3FileSystem.clear_instance_cache()
 
 
 def settings_for(home: str, root, **extra):
