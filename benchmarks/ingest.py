@@ -80,7 +80,7 @@ class StandInEncoder:
 
     Why: the 10x memory build spends an hour in the encoder, whose own memory does not grow with
     the corpus (the embed stage's peak is below the gates' with the default model). With this
-    encoder (``--stand-in-encoder``) both memory builds take about 15 minutes, so a change to the
+    encoder (``--stand-in-encoder``) both memory builds take 7 to 15 minutes, so a change to the
     pipeline's memory can be measured in a session; the reported results say which encoder ran."""
 
     def __init__(self, embedder):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest_platform.config import Settings
+from ingest_platform.heap import release_free_heap
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,6 @@ class Stage:
     def run(self, settings: Settings, embedder: Any = None) -> Any:
         """The stage, then the memory it freed goes back to the OS, so the next stage does not
         start on top of this one's peak (``ingest_platform.heap``)."""
-        from ingest_platform.heap import release_free_heap
-
         try:
             return self.body(settings, embedder)
         finally:
