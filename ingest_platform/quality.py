@@ -303,6 +303,7 @@ def _vector_frame(batch) -> "pd.DataFrame":
 def check_embeddings(settings: Settings, ref: str | int = "candidate", expected_dim: int | None = None) -> QualityResult:
     import pandas as pd
 
+    from ingest_platform.index import read_in_slices
     from ingest_platform.pipeline import index_store
 
     _, gxe, _ = _gx()
@@ -315,11 +316,10 @@ def check_embeddings(settings: Settings, ref: str | int = "candidate", expected_
         from ingest_platform.embedding import get_embedder
 
         expected_dim = get_embedder(model_spec, settings.embedding.device).dim
-    frames = [_vector_frame(batch) for batch in table.search().select(["chunk_id", "doc_id", "vector"]).limit(None)
-              .to_batches(1024)]
+    frames = [_vector_frame(batch) for batch in read_in_slices(table, ["chunk_id", "doc_id", "vector"])]
     df = pd.concat(frames, ignore_index=True) if frames else _vector_frame(None)
     del frames
-    release_free_heap()  # the scan's buffers: the frame holds five small columns, not the vectors
+    release_free_heap()  # the slices' buffers: the frame holds five small columns, not the vectors
     n = len(df)
     tol = q.norm_tolerance
     expectations = [
