@@ -52,7 +52,7 @@ _CHILD = textwrap.dedent("""
         with open("/proc/self/statm") as fh:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
-    n, dim = 60_000, 384
+    n, dim = 100_000, 384
     db = lancedb.connect(sys.argv[1])
     def parts():
         rng = np.random.default_rng(0)
@@ -81,10 +81,10 @@ _CHILD = textwrap.dedent("""
 
 
 def test_reading_every_vector_holds_a_slice_not_the_table(tmp_path):
-    """The embeddings gate reads every vector of a version. A LanceDB scan of this table (88 MB of
-    vectors) peaked at about its whole size over the reader's start; slices stay far below it."""
+    """The embeddings gate reads every vector of a version. A LanceDB scan of this table (146 MB of
+    vectors) grew the reader by 93 to 187 MB; slices grew it by about 21 MB."""
     out = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / "db")], cwd=REPO, capture_output=True,
                          text=True, check=True)
     m = json.loads(out.stdout)
-    assert m["rows"] == 60_000
-    assert m["growth_mb"] < m["vectors_mb"] / 3, m
+    assert m["rows"] == 100_000
+    assert m["growth_mb"] < m["vectors_mb"] / 4, m
