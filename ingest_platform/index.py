@@ -510,8 +510,8 @@ def read_in_slices(table, columns: list[str], rows: int = SLICE_ROWS) -> Iterato
     For reading a wide column (the vectors) of a whole version. Why not a scan: LanceDB's scan
     reads whole pages of each column ahead of the caller, and reading the vectors of 97k rows that
     way held 180 MB at its peak (43 MB for 10k rows). A take by offsets reads those rows only, so
-    the memory is one slice's whatever the table's size (47 MB and 37 MB; ``benchmarks/README.md``,
-    "Memory flatness")."""
+    the memory is one slice's whatever the table's size (47 MB and 37 MB; ``docs/scaling.md``,
+    "Measured")."""
     total = table.count_rows()
     for start in range(0, total, rows):
         part = table.take_offsets(list(range(start, min(total, start + rows)))).select(columns).to_arrow()

@@ -734,8 +734,13 @@ def risk_policies(settings: Settings) -> dict[str, str]:
 
 def finalize_corpus(settings: Settings, *, force: bool = False):
     """The indexable shards and the corpus report from the enriched shards (``dedupe.finalize_shards``),
-    when the enriched shards changed since the last time (or ``force``). An indexable shard is
-    rewritten only when its content changed. Returns the ``CorpusReport`` (None when current)."""
+    when the enriched or the indexable shards changed since the last time (or ``force``). An
+    indexable shard is rewritten only when its content changed. Returns the ``CorpusReport`` (None
+    when current).
+
+    Both listings count: a process opened with another shard count empties the indexable folder
+    (``shards.ShardedTable``) while the enriched one stays as it was, and an indexable folder read
+    as current then would index an empty corpus."""
     from ingest_platform.chunking import count_tokens
     from ingest_platform.dedupe import finalize_shards
     from ingest_platform.models import load_tokenizer
@@ -743,7 +748,8 @@ def finalize_corpus(settings: Settings, *, force: bool = False):
     enriched, indexable = enriched_table(settings), indexable_table(settings)
     digest = _listing_digest(enriched)
     marker = state.indexable(settings.state) / "_finalized.json"
-    if not force and marker.exists() and json.loads(marker.read_text()).get("enriched") == digest:
+    if (not force and marker.exists()
+            and json.loads(marker.read_text()) == {"enriched": digest, "indexable": _listing_digest(indexable)}):
         return None
     sig_path = state.minhash(settings.state)
     signatures = _read_signatures(sig_path) if sig_path.exists() else {}
@@ -763,7 +769,7 @@ def finalize_corpus(settings: Settings, *, force: bool = False):
         indexable.write(gone, ENRICHED.empty_table())
     _write_signatures(signatures, sig_path)
     atomic_write_text(json.dumps(report.to_dict(), indent=1, sort_keys=True), corpus_report_path(settings))
-    atomic_write_text(json.dumps({"enriched": digest}), marker)
+    atomic_write_text(json.dumps({"enriched": digest, "indexable": _listing_digest(indexable)}), marker)
     return report
 
 

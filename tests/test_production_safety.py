@@ -667,3 +667,24 @@ def test_a_rollback_asked_for_during_a_long_run_is_carried_out_by_the_run(tmp_pa
     production = store.tags()[PRODUCTION]
     pipeline.run_all(s)
     assert promotion.rollback_request(s)["status"] == "lapsed" and store.tags()[PRODUCTION] == production
+
+
+def test_a_process_with_another_shard_count_never_empties_the_candidate(tmp_path):
+    """A folder opened with another ``[scale] shards`` starts afresh, by design (``shards.py``): a
+    check or notebook process that lacks the run's shard setting (an environment variable) empties
+    the indexable folder it reads. The next run must rebuild that folder, not read it as a corpus
+    with no chunks and drop every document from the candidate."""
+    root = make_corpus(tmp_path / "src")
+    settings = make_settings(tmp_path, root, scale={"shards": 4})
+    pipeline.run_all(settings)
+    store = pipeline.index_store(settings)
+    chunks = store.checkout(CANDIDATE).count_rows()
+    assert chunks > 0
+
+    other = make_settings(tmp_path, root, scale={"shards": 2})
+    pipeline.load_enriched(other, ["chunk_id"])  # what the index check reads, with the other count
+
+    pipeline.run_all(settings)
+    assert pipeline.load_enriched(settings, ["chunk_id"]).num_rows == chunks
+    assert store.checkout(CANDIDATE).count_rows() == chunks
+    assert store.checkout(PRODUCTION).count_rows() == chunks
