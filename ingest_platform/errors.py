@@ -32,3 +32,8 @@ class HomeLocked(PlatformError):
 
 class OperatorOnly(PlatformError):
     """Reading or promoting an explicit old version is an operator action."""
+
+
+class LayoutMismatch(PlatformError):
+    """A stage would read an upstream folder laid out with another shard count, whose shard keys
+    name other documents (``shards.ShardedTable``); the message names the folder and both counts."""

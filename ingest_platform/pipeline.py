@@ -47,18 +47,22 @@ ATTEMPT_SCHEMA = pa.schema([*FAILURE_SCHEMA, ("at", pa.timestamp("us", tz="UTC")
 # ---- locations ----------------------------------------------------------------------------------
 
 
-def chunk_table(s: Settings) -> ShardedTable:
-    return ShardedTable(state.chunks(s.state), CHUNKS, s.scale.shards)
+# ``write``: opened by the stage that writes the folder, which alone lays it out again for another
+# shard count; every other opening reads the folder as it was written (``shards.ShardedTable``).
 
 
-def enriched_table(s: Settings) -> ShardedTable:
-    return ShardedTable(state.enriched(s.state), ENRICHED, s.scale.shards)
+def chunk_table(s: Settings, *, write: bool = False) -> ShardedTable:
+    return ShardedTable(state.chunks(s.state), CHUNKS, s.scale.shards, write=write)
 
 
-def indexable_table(s: Settings) -> ShardedTable:
+def enriched_table(s: Settings, *, write: bool = False) -> ShardedTable:
+    return ShardedTable(state.enriched(s.state), ENRICHED, s.scale.shards, write=write)
+
+
+def indexable_table(s: Settings, *, write: bool = False) -> ShardedTable:
     """The enriched chunks after the corpus-wide guardrails (``dedupe.finalize_shards``): what is
     embedded and indexed."""
-    return ShardedTable(state.indexable(s.state), ENRICHED, s.scale.shards)
+    return ShardedTable(state.indexable(s.state), ENRICHED, s.scale.shards, write=write)
 
 
 def corpus_report_path(s: Settings) -> Path:
@@ -373,7 +377,8 @@ def finish_parse(settings: Settings, results: list[ShardParse]) -> ParseSummary:
 
 def _chunked_documents(settings: Settings, doc_ids) -> set[str]:
     """Which of ``doc_ids`` have chunks (of any version): a last good version to keep serving."""
-    table, n, wanted = chunk_table(settings), settings.scale.shards, set(doc_ids)
+    table, wanted = chunk_table(settings), set(doc_ids)
+    n = table.shards
     out: set[str] = set()
     for shard in {shard_of(d, n) for d in wanted} & set(table.written()):
         out |= set(table.doc_versions(shard)) & wanted
@@ -564,8 +569,8 @@ def pending_shards(settings: Settings, stage: str) -> list[str]:
     if stage in ("chunk", "enrich"):
         out = []
         source = _live_by_shard(settings) if stage == "chunk" else None
-        target = chunk_table(settings) if stage == "chunk" else enriched_table(settings)
-        upstream = None if stage == "chunk" else chunk_table(settings)
+        upstream = None if stage == "chunk" else chunk_table(settings).require(n)
+        target = chunk_table(settings, write=True) if stage == "chunk" else enriched_table(settings, write=True)
         live_shards = set(source) if source is not None else set(upstream.written())
         for shard in sorted(live_shards | set(target.written())):
             if source is not None:
@@ -597,7 +602,7 @@ def chunk(settings: Settings, progress: ProgressFn = None, shards: list[str] | N
     for old in state.legacy(settings.state):  # the whole-corpus files of an older layout
         old.unlink(missing_ok=True)
     live = _live_by_shard(settings)
-    table = chunk_table(settings)
+    table = chunk_table(settings, write=True)
     todo = pending_shards(settings, "chunk") if shards is None else shards
     parts = [chunk_shard(settings, shard, live.get(shard), table, progress) for shard in todo]
     parts.append(StageSummary(0, sum(t.num_rows for sh, t in live.items() if sh not in set(todo)), 0, 0, 0.0))
@@ -614,7 +619,7 @@ def chunk_shard(settings: Settings, shard: str, live_rows: pa.Table | None = Non
     from ingest_platform.reconstruct import PAGED_FORMATS, reconstruct
 
     started = time.perf_counter()
-    table = table or chunk_table(settings)
+    table = table or chunk_table(settings, write=True)
     if live_rows is None:
         live_rows = _live_by_shard(settings).get(shard, mf.live_documents(MANIFEST.empty_table()))
     live = dict(zip(live_rows["doc_id"].to_pylist(), live_rows["doc_version"].to_pylist()))
@@ -677,7 +682,8 @@ def enrich(settings: Settings, shards: list[str] | None = None) -> StageSummary:
     """Enrich the chunks of ``shards`` (default: every shard whose enriched chunks are stale),
     then apply the corpus-wide guardrails when anything changed (``finalize_corpus``)."""
     started = time.perf_counter()
-    table = enriched_table(settings)
+    chunk_table(settings).require(settings.scale.shards)  # before anything is laid out again
+    table = enriched_table(settings, write=True)
     todo = pending_shards(settings, "enrich") if shards is None else shards
     live = _live_by_shard(settings) if todo else {}
     parts = [enrich_shard(settings, shard, table, live.get(shard)) for shard in todo]
@@ -693,8 +699,8 @@ def enrich_shard(settings: Settings, shard: str, table: ShardedTable | None = No
     from ingest_platform.models import load_tokenizer
 
     started = time.perf_counter()
-    table = table or enriched_table(settings)
-    chunks = chunk_table(settings).read(shard)
+    table = table or enriched_table(settings, write=True)
+    chunks = chunk_table(settings).require(settings.scale.shards).read(shard)
     if live_rows is None:
         live_rows = _live_by_shard(settings).get(shard, mf.live_documents(MANIFEST.empty_table()))
     live = dict(zip(live_rows["doc_id"].to_pylist(), live_rows["doc_version"].to_pylist()))
@@ -738,14 +744,15 @@ def finalize_corpus(settings: Settings, *, force: bool = False):
     indexable shard is rewritten only when its content changed. Returns the ``CorpusReport`` (None
     when current).
 
-    Both listings count: a process opened with another shard count empties the indexable folder
-    (``shards.ShardedTable``) while the enriched one stays as it was, and an indexable folder read
-    as current then would index an empty corpus."""
+    Both listings count: the indexable folder can change while the enriched one stays as it was
+    (laid out again for another shard count, or altered by hand), and an indexable folder read as
+    current then would index an empty corpus."""
     from ingest_platform.chunking import count_tokens
     from ingest_platform.dedupe import finalize_shards
     from ingest_platform.models import load_tokenizer
 
-    enriched, indexable = enriched_table(settings), indexable_table(settings)
+    enriched = enriched_table(settings).require(settings.scale.shards)
+    indexable = indexable_table(settings, write=True)
     digest = _listing_digest(enriched)
     marker = state.indexable(settings.state) / "_finalized.json"
     if (not force and marker.exists()
@@ -816,7 +823,8 @@ def embed(settings: Settings, embedder=None, progress: ProgressFn = None, shards
     e = settings.embedding
     embedder = embedder or get_embedder(e.model, e.device, e.batch_size)
     cache = EmbeddingCache(settings.state, embedder.model_id, embedder.dim)
-    return embed_missing(_ShardTables(indexable_table(settings), ["text", "text_sha256"], shards), embedder, cache,
+    table = indexable_table(settings) if shards is None else indexable_table(settings).require(settings.scale.shards)
+    return embed_missing(_ShardTables(table, ["text", "text_sha256"], shards), embedder, cache,
                          revocation_check.checking(settings, "embed", progress))
 
 

@@ -8,9 +8,10 @@ retried) for one bucket on its own, in any process. Memory then follows the buck
 times larger with ten times the buckets holds the same amount per stage.
 
 Each stage's output is one Parquet file per shard in a folder (``ShardedTable``); a folder records
-the shard count it was written with, and a different count starts it afresh (the caches keyed by
-content, parse and embeddings, carry over, so re-sharding re-chunks but never re-parses or
-re-embeds).
+the shard count it was written with. Only the stage that writes a folder lays it out afresh for
+another count (the caches keyed by content, parse and embeddings, carry over, so re-sharding
+re-chunks but never re-parses or re-embeds); any other process reads the folder as it was written,
+so a check or notebook that lacks the run's shard setting deletes nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest_platform.errors import LayoutMismatch
 from ingest_platform.schemas import conform
 from ingest_platform.storage import atomic_write_parquet, atomic_write_text, parquet_rows, read_table
 
@@ -44,20 +46,44 @@ def shard_column(doc_ids: pa.Array | pa.ChunkedArray | list[str], shards: int) -
 
 
 class ShardedTable:
-    """A stage's output: ``<folder>/<shard>.parquet``, all with one schema."""
+    """A stage's output: ``<folder>/<shard>.parquet``, all with one schema.
 
-    def __init__(self, folder: Path, schema: pa.Schema, shards: int):
+    Parameters
+    ----------
+    folder, schema:
+        Where the shards live and what their rows are.
+    shards:
+        The configured shard count (``[scale] shards``).
+    write:
+        Opened by the stage that writes the folder: a folder written with another count starts
+        afresh in ``shards``. Otherwise (a reader) nothing on disk changes, and ``self.shards`` is
+        the count the folder was written with, so ``shard_of(doc, table.shards)`` finds a document.
+
+    Example
+    -------
+    >>> chunks = ShardedTable(folder, CHUNKS, 16)            # a reader: deletes nothing
+    >>> chunks.read(shard_of("doc-1", chunks.shards))
+    """
+
+    def __init__(self, folder: Path, schema: pa.Schema, shards: int, *, write: bool = False):
         self.folder, self.schema, self.shards = folder, schema, shards
-        self._check_layout()
-
-    def _check_layout(self) -> None:
-        marker = self.folder / LAYOUT_FILE
-        if marker.exists():
-            if json.loads(marker.read_text()).get("shards") == self.shards:
-                return
-            for old in self.folder.glob("*.parquet"):  # written with another shard count
+        marker = folder / LAYOUT_FILE
+        written = json.loads(marker.read_text()).get("shards") if marker.exists() else None
+        if not write:
+            self.shards = written or shards
+        elif written != shards:
+            for old in folder.glob("*.parquet") if written else ():  # written with another shard count
                 old.unlink()
-        atomic_write_text(json.dumps({"shards": self.shards}), marker)
+            atomic_write_text(json.dumps({"shards": shards}), marker)
+
+    def require(self, shards: int) -> ShardedTable:
+        """``self``, if laid out in ``shards``; else :class:`LayoutMismatch` (a stage reading its
+        upstream by the run's shard keys)."""
+        if self.shards != shards:
+            raise LayoutMismatch(
+                f"{self.folder} holds {self.shards} shards and this run {shards}: run the stages before "
+                f"it first (a whole run lays every folder out again)")
+        return self
 
     def path(self, shard: str) -> Path:
         return self.folder / f"{shard}.parquet"

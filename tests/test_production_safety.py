@@ -670,10 +670,11 @@ def test_a_rollback_asked_for_during_a_long_run_is_carried_out_by_the_run(tmp_pa
 
 
 def test_a_process_with_another_shard_count_never_empties_the_candidate(tmp_path):
-    """A folder opened with another ``[scale] shards`` starts afresh, by design (``shards.py``): a
-    check or notebook process that lacks the run's shard setting (an environment variable) empties
-    the indexable folder it reads. The next run must rebuild that folder, not read it as a corpus
-    with no chunks and drop every document from the candidate."""
+    """The indexable folder can be emptied while the enriched one stays as it was: its writer laid
+    it out afresh for another ``[scale] shards`` (``shards.py``), or someone cleared it. The next
+    run must rebuild that folder, not read it as a corpus with no chunks and drop every document
+    from the candidate. (A process that only reads with another count changes nothing:
+    ``test_only_a_run_lays_stage_folders_out_afresh``.)"""
     root = make_corpus(tmp_path / "src")
     settings = make_settings(tmp_path, root, scale={"shards": 4})
     pipeline.run_all(settings)
@@ -682,9 +683,50 @@ def test_a_process_with_another_shard_count_never_empties_the_candidate(tmp_path
     assert chunks > 0
 
     other = make_settings(tmp_path, root, scale={"shards": 2})
-    pipeline.load_enriched(other, ["chunk_id"])  # what the index check reads, with the other count
+    pipeline.indexable_table(other, write=True)  # the folder's writer, with the other count
+    assert pipeline.load_enriched(settings, ["chunk_id"]).num_rows == 0
 
     pipeline.run_all(settings)
     assert pipeline.load_enriched(settings, ["chunk_id"]).num_rows == chunks
     assert store.checkout(CANDIDATE).count_rows() == chunks
     assert store.checkout(PRODUCTION).count_rows() == chunks
+
+
+def _stage_files(settings) -> dict[str, float]:
+    from ingest_platform import state
+
+    out = {}
+    for folder in (state.chunks(settings.state), state.enriched(settings.state), state.indexable(settings.state)):
+        out.update({str(p.relative_to(settings.state)): p.stat().st_mtime_ns for p in folder.iterdir()})
+    return out
+
+
+def test_only_a_run_lays_stage_folders_out_afresh(tmp_path):
+    """Reading never deletes: a process with another ``[scale] shards`` (a check, a notebook, a
+    report) reads the stage folders as they were written and changes no file. A stage that would
+    read an upstream folder laid out with another count fails named instead of reading the wrong
+    shards; a whole run with the new count re-lays every folder out and serves every document."""
+    from ingest_platform.errors import PlatformError
+
+    root = make_corpus(tmp_path / "src")
+    settings = make_settings(tmp_path, root, scale={"shards": 4})
+    pipeline.run_all(settings)
+    before = _stage_files(settings)
+    served = pipeline.load_enriched(settings, ["chunk_id"])["chunk_id"].to_pylist()
+
+    other = make_settings(tmp_path, root, scale={"shards": 2})
+    assert sorted(pipeline.load_enriched(other, ["chunk_id"])["chunk_id"].to_pylist()) == sorted(served)
+    assert pipeline.load_enriched_documents(other, ["chunk_id"]).num_rows >= len(served)
+    assert pipeline.chunk_table(other).read_all(["doc_id"]).num_rows > 0
+    assert pipeline.pending_shards(settings, "embed") == []
+    assert _stage_files(settings) == before
+
+    with pytest.raises(PlatformError, match="4 shards"):
+        pipeline.enrich(other)  # the chunks are still in 4 shards: the chunk stage has not run with 2
+    assert pipeline.load_enriched(settings, ["chunk_id"]).num_rows == len(served)
+
+    pipeline.run_all(other)
+    assert pipeline.indexable_table(other).written() and set(pipeline.indexable_table(other).written()) <= {"000", "001"}
+    store = pipeline.index_store(other)
+    assert store.checkout(CANDIDATE).count_rows() == len(served)
+    assert store.checkout(PRODUCTION).count_rows() == len(served)
