@@ -1,5 +1,6 @@
 """Parse-time pass over raw HTML and Markdown: mark text a reader never sees, and link URLs that
-carry text, before the partitioner flattens the markup away.
+carry text, before the partitioner flattens the markup away; and take a web page's own banner,
+footer and navigation out, which are the site's, not the document's.
 
 Why here: unstructured keeps the text of an element hidden by CSS (it does not evaluate styles) and
 drops link and image URLs with the markup, so after partitioning neither can be told apart from
@@ -8,6 +9,16 @@ ordinary text. This pass wraps each hidden element's text in ``guardrails.HIDDEN
 markers travel through partitioning and chunking as ordinary characters, and enrichment
 (``guardrails.assess``) counts them, removes them, and under the ``strip`` policy removes what they
 enclose. The markers are private-use code points that the embedding tokenizer ignores.
+
+Page furniture: a ``<header>`` or ``<footer>`` that belongs to the page rather than to an article
+or section (HTML's ``banner`` and ``contentinfo`` landmarks, or any element with those roles or
+``role=navigation``) holds the site menu, the address and the copyright. unstructured drops
+``<nav>`` and, when a page has one, reads only its ``<main>``; on a page without ``<main>`` the
+landmarks' text would open its first chunk and close its last. unstructured's own
+``skip_headers_and_footers`` removes every ``<header>``, an article's title block included, so
+only the page's landmarks are taken here. Two guards keep content: a page header holding the
+document's only ``<h1>`` is its title block, and nothing is taken from a page that would be left
+with no text.
 
 A document with nothing to mark is returned byte for byte, so this pass never changes how a clean
 document parses. Only inline styles and attributes are read (no stylesheets, no scripts): what a
@@ -123,6 +134,36 @@ def _has_text(el) -> bool:
     return any(t.strip() for t in el.itertext())
 
 
+_SECTIONING = frozenset({"article", "aside", "main", "nav", "section"})
+
+
+def _page_furniture(body) -> list:
+    """The page's own banner, footer and navigation elements (see the module docstring)."""
+    found = []
+
+    def visit(el, sectioned: bool) -> None:
+        if not isinstance(el.tag, str):
+            return
+        tag, role = el.tag.lower(), (el.get("role") or "").strip().lower()
+        if role == "navigation" or (not sectioned and (tag in ("header", "footer") or role in ("banner", "contentinfo"))):
+            found.append(el)
+            return
+        for child in el:
+            visit(child, sectioned or tag in _SECTIONING)
+
+    visit(body, False)
+    top_headings = len(body.findall(".//h1"))
+
+    def title_block(el) -> bool:
+        is_banner = el.tag.lower() == "header" or (el.get("role") or "").strip().lower() == "banner"
+        return is_banner and 0 < len(el.findall(".//h1")) == top_headings
+
+    found = [el for el in found if not title_block(el)]
+    text = sum(len(t.strip()) for t in body.itertext())
+    taken = sum(len(t.strip()) for el in found for t in el.itertext())
+    return found if taken < text else []
+
+
 def _mark_html(data: bytes) -> bytes:
     from lxml import etree, html
 
@@ -130,7 +171,12 @@ def _mark_html(data: bytes) -> bytes:
         root = html.fromstring(data, parser=html.HTMLParser(encoding="utf-8"))
     except (etree.ParserError, ValueError):
         return data
-    changed = False
+    body = root.find(".//body")
+    body = body if body is not None else root
+    furniture = _page_furniture(body)
+    for el in furniture:
+        el.drop_tree()  # its tail, text that follows it, stays
+    changed = bool(furniture)
 
     def walk(el, colour, background, hidden: bool) -> None:
         nonlocal changed
@@ -155,8 +201,7 @@ def _mark_html(data: bytes) -> bytes:
         for child in el:
             walk(child, colour, background, now_hidden)
 
-    body = root.find(".//body")
-    walk(body if body is not None else root, None, DEFAULT_BACKGROUND, False)
+    walk(body, None, DEFAULT_BACKGROUND, False)
     if not changed:
         return data
     doctype = root.getroottree().docinfo.doctype if _DOCTYPE.match(data) else ""

@@ -351,3 +351,48 @@ def test_parse_many_without_a_pool_starts_and_stops_its_own(tmp_path):
     results = list(parse_many([(0, tmp_path / "a.md", "a.md", None)], ParsingSettings(workers=1)))
     assert [k for k, _ in results] == [0]
     assert_elements_table(results[0][1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Web page furniture: the page's own banner and footer are not its content
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_real_pages_banner_and_footer_stay_out(example_results):
+    """The shared news page (no ``<main>``) wraps its site menu in the page's ``<header
+    role=banner>`` and its address in the page's ``<footer role=contentinfo>``: neither is the
+    article, and both used to land in its first and last chunks."""
+    rel = "example-with-scripts.html"
+    if rel not in example_results:
+        pytest.skip(f"{rel} not among the example documents")
+    texts = example_results[rel]["text"].to_pylist()
+    joined = "\n".join(texts)
+    assert "Who We Are" not in joined and "Planned Giving" not in joined  # the site menu
+    assert "16th Street NW" not in joined and "THE INSTITUTE FOR THE STUDY OF WAR" not in joined
+    assert "Russian Offensive Campaign Assessment, December 13" in joined  # the article stays
+    assert "Belarusian" in joined and "https://t.me/rybar/41971" in joined  # its body and its notes
+
+
+def _texts(html: str) -> str:
+    return "\n".join(parse_bytes(html.encode(), "page.html", None, ParsingSettings())["text"].to_pylist())
+
+
+def test_only_the_pages_own_landmarks_are_furniture():
+    body = "<p>The refund window for annual plans is thirty days from the renewal date.</p>"
+    page = _texts(
+        "<html><body><header><a href='/'>Acme</a> <a href='/about'>About us</a> <a href='/jobs'>Careers</a></header>"
+        f"<article><header><h1>Refund policy</h1><p>By the billing team</p></header>{body}"
+        "<footer>Filed under billing</footer></article>"
+        "<div role='navigation'>Previous post | Next post</div>"
+        "<footer><p>Acme Inc., 1 Main Street. All rights reserved.</p></footer></body></html>")
+    assert "thirty days" in page and "Refund policy" in page and "By the billing team" in page
+    assert "Filed under billing" in page  # an article's own footer is its content
+    assert "Careers" not in page and "Next post" not in page and "All rights reserved" not in page
+
+    # A page-level header that holds the document's only top heading is the document's title block.
+    titled = _texts(f"<html><body><header><h1>Employee handbook</h1><p>Version 3</p></header>{body}</body></html>")
+    assert "Employee handbook" in titled and "Version 3" in titled
+    # role=contentinfo marks the page footer on any element.
+    assert "Call 555" not in _texts(f"<html><body>{body}<div role='contentinfo'>Call 555-0100</div></body></html>")
+    # Nothing is taken from a page that is only a footer (it would have no content left).
+    assert "Only this" in _texts("<html><body><footer><p>Only this text.</p></footer></body></html>")
