@@ -476,7 +476,8 @@ class Settings(BaseSettings):
             # 5: unnumbered headings among numbered ones are placed by their printed size, Roman
             # section numbers (II. > A.) nest like dotted ones, and a document's title is the
             # heading it opens with (enrichment).
-            "pipeline": 5,
+            # 6: a running head printed once that carries its page's number is furniture.
+            "pipeline": 6,
             # The per-document guardrail policy decides the enriched text (corpus-wide settings,
             # boilerplate and near-duplicates, are applied after enrichment and need no re-chunk).
             "guardrails": {"policy": self.guardrails.policy,

@@ -14,8 +14,10 @@ What ``reconstruct`` does to one document's elements, in order:
 2. **Furniture** is dropped: lines without a letter or digit (``· · · ·``, rules), letter-spaced
    or rotated stamps (``1 2 0 2 n u J``), short lines repeated on half the pages, or on half the
    pages of one parity, with numbers that are constant or follow the page number (running headers
-   and footers, ``_running_lines``), and, once lines are joined, numbers standing alone (page numbers, axis ticks). A ``Header``/``Footer`` that is *not*
-   repeated is content (a one-page document's title is often classified ``Header``).
+   and footers, ``_running_lines``), a head printed once that carries its page's number
+   (``_page_heads``: a two-page paper, a one-page excerpt), and, once lines are joined, numbers
+   standing alone (page numbers, axis ticks). A ``Header``/``Footer`` that is *not* repeated and
+   carries no page number is content (a one-page document's title is often classified ``Header``).
 3. **Lines are joined into paragraphs** when they continue each other: same page and column,
    the same font height, a vertical gap no larger than the document's own line spacing, and
    aligned left edges; or, across a page or column break, when the first ends mid-sentence and the
@@ -350,8 +352,43 @@ def _running_lines(els: list[_El]) -> set[int]:
     return out
 
 
+_EDGE_NUMBER = re.compile(r"^(\d{1,4})\s+\S|\S\s+(\d{1,4})$")
+_PAGE_RANGE = re.compile(r"(\d{1,5})\s*[\u2013\u2014-]\s*(\d{1,5})")
+
+
+def _page_heads(els: list[_El]) -> set[int]:
+    """Running heads printed once (a two-page paper's "2 Z. Shen et al.", a one-page excerpt's
+    "454 O. Sanni / Data in Brief 22 (2019) 451-457"), which repetition cannot find: the ids of
+    lines that open their page, short, set apart from the line below by more than their own height
+    and more than the document's paragraph break (a double-spaced page's first line is not), and led or ended by the page's number, which is the PDF's page (from page 2 on) or
+    lies within a page range printed on the same line. A section heading that opens a page with
+    the page's number sits on its paragraph, closer than that."""
+    layout = _layout(els)
+    apart = max(1.0, layout.line_gap + 0.35) if layout else 1.0  # in the head's own heights
+    out: set[int] = set()
+    by_page: dict[int, list[_El]] = {}
+    for e in els:
+        if e.box is not None and e.page is not None and e.height:
+            by_page.setdefault(e.page, []).append(e)
+    for page, lines in by_page.items():
+        top = min(lines, key=lambda e: e.box[1])
+        text = top.text.strip()
+        m = _EDGE_NUMBER.search(text)
+        if top.type not in TEXT_TYPES or m is None or len(text) > 100:
+            continue
+        number = int(m.group(1) or m.group(2))
+        rest = text[m.end(1):] if m.group(1) else text[:m.start(2)]
+        in_range = any(int(a) <= number <= int(b) for a, b in _PAGE_RANGE.findall(rest))
+        if not (in_range or (page >= 2 and number == page)):
+            continue
+        below = [e.box[1] for e in lines if e is not top and e.box[1] >= top.box[3] - 0.5 * top.height]
+        if below and min(below) - top.box[3] > apart * top.height:
+            out.add(id(top))
+    return out
+
+
 def _drop_furniture(els: list[_El]) -> list[_El]:
-    running = _running_lines(els)
+    running = _running_lines(els) | _page_heads(els)
     out = []
     for e in els:
         if e.type not in TEXT_TYPES:
