@@ -25,7 +25,8 @@ from ingest_platform.models import DEFAULT_MODEL
 # The platform's own parsing code (``ingest_platform.parsing``, ``pipeline.record_elements``): bump it
 # when that code changes what it makes of the same bytes, so parses cached by the older code are not
 # reused. 2: records get their language detected. 3: a web page's own banner, footer and navigation
-# are not its content (``hidden_html``).
+# are not its content (``hidden_html``); an e-mail opens with its subject as a Title, and the
+# headings guessed from its text pass the heading guard.
 PARSER_REVISION = 3
 
 CONFIG_ENV = "INGEST_PLATFORM_CONFIG"

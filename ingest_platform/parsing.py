@@ -500,8 +500,27 @@ def _element_rows(elements: list) -> list[dict[str, Any]]:
                 "last_modified": getattr(md, "last_modified", None),
                 "created": _data_source_created(md),
                 **_box(md),
+                **({"subject": md.subject} if getattr(md, "subject", None) else {}),
             }
         )
+    return rows
+
+
+def _email_headings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A message's rows with its subject as the Title it opens with, as a record's title is (its
+    title, and the heading its body sits under), and the Titles unstructured guessed from the body's
+    lines (a plain-text part has no markup to say) kept only where they read as headings and head
+    something (``reconstruct.is_fragment``: a link or a line cut from a sentence is body text, and
+    so are a sentence, "Thanks!", and a sign-off that ends the message)."""
+    from ingest_platform.reconstruct import is_fragment
+
+    subjects = [r.pop("subject", None) for r in rows]
+    subject = " ".join((next((s for s in subjects if s), None) or "").split())
+    for i, r in enumerate(rows):
+        if r["type"] == "Title" and (is_fragment(r["text"]) or r["text"].rstrip()[-1:] in ".!?" or i == len(rows) - 1):
+            r["type"] = "NarrativeText"
+    if subject and " ".join(rows[0]["text"].split()) != subject:
+        rows.insert(0, {"type": "Title", "text": subject, "category_depth": 0, "last_modified": rows[0].get("last_modified")})
     return rows
 
 
@@ -707,6 +726,7 @@ def parse_bytes(data: bytes, filename: str, fmt: str | None, settings: ParsingSe
     dates = {"created": pdf.created, "last_modified": pdf.modified} if pdf else _office_dates(data, fmt)
     if fmt in ("eml", "msg"):
         dates = {"created": rows[0].get("last_modified")}  # the sent date is when a mail was made
+        rows = _email_headings(rows)
     return _rows_to_table(rows, {k: v for k, v in dates.items() if v})
 
 

@@ -396,3 +396,38 @@ def test_only_the_pages_own_landmarks_are_furniture():
     assert "Call 555" not in _texts(f"<html><body>{body}<div role='contentinfo'>Call 555-0100</div></body></html>")
     # Nothing is taken from a page that is only a footer (it would have no content left).
     assert "Only this" in _texts("<html><body><footer><p>Only this text.</p></footer></body></html>")
+
+
+# ---------------------------------------------------------------------------------------------
+# E-mail: the subject is the heading the message opens with; a guessed heading is a real one
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_real_emails_subject_heads_it_and_its_links_are_not_headings(example_results):
+    """The shared GitHub notice had no title but a link unstructured's text classifier called a
+    Title: the link became its title and the heading over five of its seven chunks."""
+    rel = "eml/email-no-html-content-1.eml"
+    if rel not in example_results:
+        pytest.skip(f"{rel} not among the example documents")
+    rows = example_results[rel].to_pylist()
+    assert (rows[0]["type"], rows[0]["text"]) == ("Title", "[GitHub] Subscribed to 63 nf-core repositories")
+    assert not any(r["type"] == "Title" and "://" in r["text"] for r in rows)
+    assert any("https://github.com/nf-core/sarek/subscription" in r["text"] for r in rows)  # still there, as text
+
+
+def test_an_emails_subject_is_its_title_through_the_chunks():
+    from email.message import EmailMessage
+
+    from ingest_platform.chunking import chunk_elements
+    from ingest_platform.models import DEFAULT_MODEL, load_tokenizer
+
+    msg = EmailMessage()
+    msg["Subject"], msg["From"], msg["To"] = "Lantern recall for the K7 batch", "ops@example.com", "crews@example.com"
+    msg.set_content("Crews,\n\nthe K7 lanterns of batch 14 overheat when charged below freezing. Return them to the "
+                    "depot this week.\n\nhttps://example.com/recall/k7\n\nThanks!\n\nThe depot team")
+    table = parse_bytes(msg.as_bytes(), "recall.eml", None, ParsingSettings())
+    assert table["type"][0].as_py() == "Title" and table["text"][0].as_py() == "Lantern recall for the K7 batch"
+    assert table["type"].to_pylist().count("Title") == 1
+    chunks = chunk_elements(table, doc_id="d", doc_version="v", tokenizer=load_tokenizer(DEFAULT_MODEL),
+                            max_tokens=254, overlap_tokens=32, min_tokens=64).to_pylist()
+    assert {c["heading_path"] for c in chunks} == {"Lantern recall for the K7 batch"}
