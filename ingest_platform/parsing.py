@@ -506,19 +506,26 @@ def _element_rows(elements: list) -> list[dict[str, Any]]:
     return rows
 
 
-def _email_headings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A message's rows with its subject as the Title it opens with, as a record's title is (its
-    title, and the heading its body sits under), and the Titles unstructured guessed from the body's
-    lines (a plain-text part has no markup to say) kept only where they read as headings and head
-    something (``reconstruct.is_fragment``: a link or a line cut from a sentence is body text, and
-    so are a sentence, "Thanks!", and a sign-off that ends the message)."""
+# Formats whose Titles unstructured guesses from a line's text: no markup says what a heading is.
+_GUESSED_TITLES = frozenset({"txt", "eml", "msg"})
+
+
+def _guard_guessed_titles(rows: list[dict[str, Any]]) -> None:
+    """Keep a guessed Title only where it reads as a heading and heads something
+    (``reconstruct.is_fragment``): a link or a line cut from a sentence is body text, and so are a
+    sentence ("Thanks!") and a closing line."""
     from ingest_platform.reconstruct import is_fragment
 
-    subjects = [r.pop("subject", None) for r in rows]
-    subject = " ".join((next((s for s in subjects if s), None) or "").split())
     for i, r in enumerate(rows):
         if r["type"] == "Title" and (is_fragment(r["text"]) or r["text"].rstrip()[-1:] in ".!?" or i == len(rows) - 1):
             r["type"] = "NarrativeText"
+
+
+def _subject_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A message's rows opening with its subject as a Title, as a record's title is: its title, and
+    the heading its body sits under."""
+    subjects = [r.pop("subject", None) for r in rows]
+    subject = " ".join((next((s for s in subjects if s), None) or "").split())
     if subject and " ".join(rows[0]["text"].split()) != subject:
         rows.insert(0, {"type": "Title", "text": subject, "category_depth": 0, "last_modified": rows[0].get("last_modified")})
     return rows
@@ -724,9 +731,11 @@ def parse_bytes(data: bytes, filename: str, fmt: str | None, settings: ParsingSe
     if not rows:
         raise _no_elements_error(fmt, pdf)
     dates = {"created": pdf.created, "last_modified": pdf.modified} if pdf else _office_dates(data, fmt)
+    if fmt in _GUESSED_TITLES:
+        _guard_guessed_titles(rows)
     if fmt in ("eml", "msg"):
         dates = {"created": rows[0].get("last_modified")}  # the sent date is when a mail was made
-        rows = _email_headings(rows)
+        rows = _subject_first(rows)
     return _rows_to_table(rows, {k: v for k, v in dates.items() if v})
 
 

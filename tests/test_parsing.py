@@ -431,3 +431,15 @@ def test_an_emails_subject_is_its_title_through_the_chunks():
     chunks = chunk_elements(table, doc_id="d", doc_version="v", tokenizer=load_tokenizer(DEFAULT_MODEL),
                             max_tokens=254, overlap_tokens=32, min_tokens=64).to_pylist()
     assert {c["heading_path"] for c in chunks} == {"Lantern recall for the K7 batch"}
+
+
+def test_headings_guessed_from_plain_text_are_real_headings():
+    """unstructured's text classifier calls a link on a line of its own, "Thanks!" and a closing
+    line Titles; as headings they would head the chunks that follow them."""
+    text = ("Hey there, we are writing to let you know that you now watch several repositories.\n\n"
+            "https://github.com/nf-core/fastquorum/subscription\nhttps://github.com/nf-core/sarek/subscription\n\n"
+            "The K7 lanterns kept their output.\n\nThanks!\n\nThe GitHub Team\n")
+    rows = parse_bytes(text.encode(), "notes.txt", None, ParsingSettings()).to_pylist()
+    assert [r["text"] for r in rows if r["type"] == "Title"] == []
+    assert [r["text"] for r in rows][1:3] == ["https://github.com/nf-core/fastquorum/subscription",
+                                              "https://github.com/nf-core/sarek/subscription"]
