@@ -26,7 +26,8 @@ from ingest_platform.models import DEFAULT_MODEL
 # when that code changes what it makes of the same bytes, so parses cached by the older code are not
 # reused. 2: records get their language detected. 3: a web page's own banner, footer and navigation
 # are not its content (``hidden_html``); an e-mail opens with its subject as a Title, and the
-# headings guessed from plain text (a .txt file, a message's body) pass the heading guard.
+# headings guessed from plain text (a .txt file, a message's body) pass the heading guard; a Word
+# document's headings set in the Normal style are Titles where they head body text.
 PARSER_REVISION = 3
 
 CONFIG_ENV = "INGEST_PLATFORM_CONFIG"

@@ -521,6 +521,34 @@ def _guard_guessed_titles(rows: list[dict[str, Any]]) -> None:
             r["type"] = "NarrativeText"
 
 
+# Formats whose partitioner types a paragraph by its style alone: a heading set in the Normal style
+# by direct formatting (bold, capitals, a typed "A.") comes out UncategorizedText.
+_STYLED_FORMATS = frozenset({"docx", "odt"})
+_BODY_TYPES = frozenset({"NarrativeText", "ListItem", "Table"})
+
+
+def _unstyled_headings(rows: list[dict[str, Any]]) -> None:
+    """Type as a Title each UncategorizedText paragraph that reads as a heading (unstructured's own
+    title test, ``classify_paragraph``, and the heading guard, ``reconstruct.is_fragment``; no final
+    ``.!?:``) and heads body text: the next paragraph that is neither another such line nor page
+    furniture is narrative, a list or a table. A salutation, a form label, a year or a closing
+    line heads nothing and stays text."""
+    from ingest_platform.reconstruct import is_fragment
+
+    def reads_as_heading(text: str) -> bool:
+        text = " ".join(text.split())
+        return not (is_fragment(text) or text[-1:] in ".!?:") and classify_paragraph(text) == "Title"
+
+    heading = [r["type"] == "UncategorizedText" and reads_as_heading(r["text"]) for r in rows]
+    heads_body = False  # what follows row i, past other such lines and page furniture, is body text
+    for i in reversed(range(len(rows))):
+        if heading[i]:
+            if heads_body:
+                rows[i]["type"] = "Title"
+        elif rows[i]["type"] not in ("Header", "Footer", "PageNumber"):
+            heads_body = rows[i]["type"] in _BODY_TYPES
+
+
 def _subject_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A message's rows opening with its subject as a Title, as a record's title is: its title, and
     the heading its body sits under."""
@@ -733,6 +761,8 @@ def parse_bytes(data: bytes, filename: str, fmt: str | None, settings: ParsingSe
     dates = {"created": pdf.created, "last_modified": pdf.modified} if pdf else _office_dates(data, fmt)
     if fmt in _GUESSED_TITLES:
         _guard_guessed_titles(rows)
+    if fmt in _STYLED_FORMATS:
+        _unstyled_headings(rows)
     if fmt in ("eml", "msg"):
         dates = {"created": rows[0].get("last_modified")}  # the sent date is when a mail was made
         rows = _subject_first(rows)

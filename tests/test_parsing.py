@@ -443,3 +443,42 @@ def test_headings_guessed_from_plain_text_are_real_headings():
     assert [r["text"] for r in rows if r["type"] == "Title"] == []
     assert [r["text"] for r in rows][1:3] == ["https://github.com/nf-core/fastquorum/subscription",
                                               "https://github.com/nf-core/sarek/subscription"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Word documents: headings set by direct formatting, not by a heading style
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_real_handbooks_unstyled_headings_head_its_sections(example_results):
+    """The shared handbook sets its section headings ("A. PURPOSE", "B. ROLE OF THE UNITED STATES
+    TRUSTEE") in the Normal style; unstructured's DOCX partitioner types paragraphs by style, so
+    they stayed UncategorizedText and the handbook's chunks had no heading path at all."""
+    from ingest_platform.chunking import chunk_elements
+    from ingest_platform.models import DEFAULT_MODEL, load_tokenizer
+
+    rel = "handbook-1p.docx"
+    if rel not in example_results:
+        pytest.skip(f"{rel} not among the example documents")
+    table = example_results[rel]
+    titles = [" ".join(r["text"].split()) for r in table.to_pylist() if r["type"] == "Title"]
+    assert {"A. PURPOSE", "B. ROLE OF THE UNITED STATES TRUSTEE", "C. STATUTORY DUTIES OF A STANDING TRUSTEE"} <= set(titles)
+    assert not any(len(t.split()) > 16 for t in titles)  # no body paragraph among them
+    chunks = chunk_elements(table, doc_id="d", doc_version="v", tokenizer=load_tokenizer(DEFAULT_MODEL), max_tokens=254,
+                            overlap_tokens=32, min_tokens=64).to_pylist()
+    assert all(c["heading_path"] for c in chunks)
+    assert any("ROLE OF THE UNITED STATES TRUSTEE" in c["heading_path"] for c in chunks)
+
+
+def test_unstyled_docx_lines_that_head_nothing_stay_text(tmp_path):
+    from docx import Document
+
+    doc = Document()
+    for text in ["Dear Ms. Berg,", "Analysis",
+                 "The K7 lanterns kept their output through the winter, and the crews charged them after every shift.",
+                 "Name:", "2023", "Kind regards", "Ana Halvorsen"]:
+        doc.add_paragraph(text)
+    path = tmp_path / "letter.docx"
+    doc.save(path)
+    rows = parse_bytes(path.read_bytes(), "letter.docx", None, ParsingSettings()).to_pylist()
+    assert [r["text"] for r in rows if r["type"] == "Title"] == ["Analysis"]  # it heads the paragraph
