@@ -754,7 +754,7 @@ def finalize_corpus(settings: Settings, *, force: bool = False):
     enriched = enriched_table(settings).require(settings.scale.shards)
     indexable = indexable_table(settings, write=True)
     digest = _listing_digest(enriched)
-    marker = state.indexable(settings.state) / "_finalized.json"
+    marker = state.finalized(settings.state)
     if (not force and marker.exists()
             and json.loads(marker.read_text()) == {"enriched": digest, "indexable": _listing_digest(indexable)}):
         return None

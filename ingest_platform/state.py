@@ -108,6 +108,12 @@ def legacy(home) -> list[Path]:
     return [root(home) / name for name in ("chunks.parquet", "enriched.parquet", "indexable.parquet")]
 
 
+def finalized(home) -> Path:
+    """What the indexable folder was made from (``pipeline.finalize_corpus``): the enriched and the
+    indexable listings at that time."""
+    return indexable(home) / "_finalized.json"
+
+
 def minhash(home) -> Path:
     return root(home) / "minhash.parquet"
 
