@@ -289,3 +289,22 @@ def test_a_failing_shard_is_named_and_the_others_keep_their_work(tmp_path):
         assert again.success
         hit = Retriever(settings=s, trace=False).search("refund window annual plans", 1).hits[0]
         assert "45 days" in hit.text
+
+
+def test_a_run_with_another_shard_count_lays_every_stage_out_again(tmp_path):
+    """Changing ``[scale] shards`` between Dagster runs: each stage re-lays out the folder it
+    writes before the next stage reads it by the new shard keys (``shards.ShardedTable``), so the
+    run succeeds and production serves every document, a changed one in its new version."""
+    root = make_corpus(tmp_path / "src")
+    with dg.instance_for_test() as instance:
+        assert execute_run(config_file=str(write_config(tmp_path, root, extra="[scale]\nshards = 4")),
+                           instance=instance).success
+        served = pipeline.index_store(make_settings(tmp_path, root)).checkout("production").count_rows()
+        write(root, "policies/refund.md", SMALL_CORPUS["policies/refund.md"].replace("30 days", "45 days"))
+        result = execute_run(config_file=str(write_config(tmp_path, root, extra="[scale]\nshards = 2")), instance=instance)
+        assert result.success
+        s = make_settings(tmp_path, root, scale={"shards": 2})
+        assert set(pipeline.indexable_table(s).written()) <= {"000", "001"}
+        assert pipeline.index_store(s).checkout("production").count_rows() == served
+        hit = Retriever(settings=s, trace=False).search("refund window annual plans", 1).hits[0]
+        assert "45 days" in hit.text
