@@ -478,7 +478,8 @@ class Settings(BaseSettings):
             # 5: unnumbered headings among numbered ones are placed by their printed size, Roman
             # section numbers (II. > A.) nest like dotted ones, and a document's title is the
             # heading it opens with (enrichment).
-            # 6: a running head printed once that carries its page's number is furniture.
+            # 6: a running head printed once that carries its page's number is furniture, and the
+            # cells of a table row the partitioner did not see are never headings.
             "pipeline": 6,
             # The per-document guardrail policy decides the enriched text (corpus-wide settings,
             # boilerplate and near-duplicates, are applied after enrichment and need no re-chunk).

@@ -31,7 +31,8 @@ What ``reconstruct`` does to one document's elements, in order:
    put to unstructured's own narrative and title tests (``classify``); a longer one is body text.
 6. **Heading guard**: a ``Title`` that reads as a sentence fragment (starts in lower case, ends
    with a comma, semicolon, hyphen or a function word, holds a sentence break, is long, or is a
-   figure/table caption) becomes body text. A numbered line the partitioner called a list item
+   figure/table caption), or that was printed as a cell of a table row (``_mark_table_cells``),
+   becomes body text. A numbered line the partitioner called a list item
    (``2. Methods``) is a heading when it reads as one and stands alone between paragraphs.
 7. **Heading levels** come from section numbers: a PDF says nothing of levels (DOCX and HTML
    do), so a numbered heading's number gives its depth (``2.1 Data`` under ``2. Results``, or
@@ -97,6 +98,7 @@ class _El:
     row: dict
     page: int | None
     box: tuple[float, float, float, float] | None  # x0, y0 (top), x1, y1 (bottom)
+    cell: bool = False  # printed in a table row (``_mark_table_cells``): never a heading
 
     @property
     def height(self) -> float | None:
@@ -139,6 +141,7 @@ def reconstruct(elements: pa.Table, *, is_word: Callable[[str], bool] | None = N
             continue  # the same line reported twice
         seen.add(key)
         els.append(e)
+    _mark_table_cells(els)
     els = _join_same_line(els)
     els = _drop_furniture(els)
     vocabulary = _document_words(els)
@@ -154,8 +157,8 @@ def reconstruct(elements: pa.Table, *, is_word: Callable[[str], bool] | None = N
     els = [e for e in els if not (e.type in TEXT_TYPES and _NUMERIC.match(e.text.strip()) and len(e.text.strip()) <= 12)]
     for e in els:
         if e.type == "UncategorizedText" and classify is not None:
-            e.type = "NarrativeText" if is_fragment(e.text) else classify(e.text)
-        if e.type == "Title" and is_fragment(e.text):
+            e.type = "NarrativeText" if is_fragment(e.text) or e.cell else classify(e.text)
+        if e.type == "Title" and (is_fragment(e.text) or e.cell):
             e.type = "NarrativeText"
     for i, e in enumerate(els):
         if e.type == "ListItem" and _numbered_heading(e, els[i - 1] if i else None, els[i + 1] if i + 1 < len(els) else None):
@@ -288,6 +291,36 @@ def _same_line(a: _El, b: _El) -> bool:
         max(a.height, b.height) <= 1.6 * smaller
 
 
+# A table cell is a few words; a row is at least this many of them side by side.
+_CELL_WORDS = 6
+_ROW_CELLS = 3
+
+
+def _mark_table_cells(els: list[_El]) -> None:
+    """Mark the cells of tables the partitioner did not see as tables: printed pieces, before any
+    joining, that share a line with at least two other short pieces side by side. Joined and
+    classified, a header row reads as a heading ("Polarization resistance (Ω) Corrosion rate
+    (mm/year)"); a heading beside the long lines of other columns is not in a row."""
+    by_page: dict[int, list[_El]] = {}
+    for e in els:
+        if e.box is not None and e.type in TEXT_TYPES and e.height and len(e.text.split()) <= _CELL_WORDS:
+            by_page.setdefault(e.page, []).append(e)
+    for lines in by_page.values():
+        lines.sort(key=lambda e: e.box[1])
+        for i, e in enumerate(lines):
+            row = [e]
+            for other in lines[i + 1:]:
+                if other.box[1] >= e.box[3]:
+                    break  # sorted by top: nothing further down overlaps e
+                overlap = min(e.box[3], other.box[3]) - max(e.box[1], other.box[1])
+                beside = other.box[0] >= e.box[2] - 1 or other.box[2] <= e.box[0] + 1
+                if beside and overlap >= 0.6 * min(e.height, other.height):
+                    row.append(other)
+            if len(row) >= _ROW_CELLS:
+                for c in row:
+                    c.cell = True
+
+
 def _join_same_line(els: list[_El]) -> list[_El]:
     out: list[_El] = []
     for e in els:
@@ -295,6 +328,7 @@ def _join_same_line(els: list[_El]) -> list[_El]:
         if prev is not None and prev.type in TEXT_TYPES and e.type in TEXT_TYPES and _same_line(prev, e):
             prev.text = f"{prev.text.rstrip()} {e.text.lstrip()}"
             prev.box = _union(prev.box, e.box)
+            prev.cell = prev.cell or e.cell
             if prev.type != e.type and "Title" in (prev.type, e.type) and _is_label(prev.text):
                 prev.type = "Title"  # "1" + "Introduction"
             elif prev.type != e.type:

@@ -478,3 +478,19 @@ def test_a_running_head_printed_once_is_furniture(tmp_path, tok):
         chunks = chunk_elements(els, doc_id="d", doc_version="v", tokenizer=tok, max_tokens=254, overlap_tokens=32,
                                 min_tokens=64).to_pylist()
         assert not any(head in c["heading_path"] for c in chunks), name
+
+
+def test_a_table_header_row_is_no_heading(tok):
+    """A table the fast PDF partitioner does not see as one leaves its header cells as short pieces
+    side by side: joined and classified they read as headings ("Polarization resistance (Ω)
+    Corrosion rate (mm/year)" headed the shared excerpt's table and titled the document). A piece
+    printed in a row of three or more short pieces is a table cell; the headings of the shared
+    two-column paper, beside the long lines of the other column, stay."""
+    path = need(EXAMPLE_DOCS / "pdf" / "embedded-images-tables.pdf")
+    out = reconstruct(parsed(path), is_word=tok.vocab.__contains__, classify=classify_paragraph).to_pylist()
+    assert not any(r["type"] == "Title" and ("Corrosion rate" in r["text"] or "Inhibitor" in r["text"]) for r in out)
+    assert any("Corrosion rate (mm/year)" in r["text"] for r in out)  # still text
+
+    paper = need(EXAMPLE_DOCS / "pdf" / "multi-column-2p.pdf")
+    out = reconstruct(parsed(paper), is_word=tok.vocab.__contains__, classify=classify_paragraph).to_pylist()
+    assert {"Abstract", "1 Introduction", "2 Background", "3.1 Overview"} <= {r["text"] for r in out if r["type"] == "Title"}
