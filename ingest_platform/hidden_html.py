@@ -12,7 +12,8 @@ enclose. The markers are private-use code points that the embedding tokenizer ig
 
 Page furniture: a ``<header>`` or ``<footer>`` that belongs to the page rather than to an article
 or section (HTML's ``banner`` and ``contentinfo`` landmarks, or any element with those roles or
-``role=navigation``) holds the site menu, the address and the copyright. unstructured drops
+``role=navigation``) holds the site menu, the address and the copyright, and a "Skip to main
+content" link (an in-page link for keyboard users, hidden by the site's stylesheet) opens it. unstructured drops
 ``<nav>`` and, when a page has one, reads only its ``<main>``; on a page without ``<main>`` the
 landmarks' text would open its first chunk and close its last. unstructured's own
 ``skip_headers_and_footers`` removes every ``<header>``, an article's title block included, so
@@ -135,6 +136,7 @@ def _has_text(el) -> bool:
 
 
 _SECTIONING = frozenset({"article", "aside", "main", "nav", "section"})
+_SKIP_LINK = re.compile(r"\s*(?:skip|jump)\s+(?:to|navigation)\b", re.IGNORECASE)
 
 
 def _page_furniture(body) -> list:
@@ -147,6 +149,9 @@ def _page_furniture(body) -> list:
         tag, role = el.tag.lower(), (el.get("role") or "").strip().lower()
         if role == "navigation" or (not sectioned and (tag in ("header", "footer") or role in ("banner", "contentinfo"))):
             found.append(el)
+            return
+        if tag == "a" and (el.get("href") or "").startswith("#") and _SKIP_LINK.match(el.text_content() or ""):
+            found.append(el)  # a skip link
             return
         for child in el:
             visit(child, sectioned or tag in _SECTIONING)

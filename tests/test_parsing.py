@@ -368,6 +368,7 @@ def test_a_real_pages_banner_and_footer_stay_out(example_results):
     texts = example_results[rel]["text"].to_pylist()
     joined = "\n".join(texts)
     assert "Who We Are" not in joined and "Planned Giving" not in joined  # the site menu
+    assert "Skip to main content" not in joined  # its skip link
     assert "16th Street NW" not in joined and "THE INSTITUTE FOR THE STUDY OF WAR" not in joined
     assert "Russian Offensive Campaign Assessment, December 13" in joined  # the article stays
     assert "Belarusian" in joined and "https://t.me/rybar/41971" in joined  # its body and its notes
