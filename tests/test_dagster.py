@@ -308,3 +308,34 @@ def test_a_run_with_another_shard_count_lays_every_stage_out_again(tmp_path):
         assert pipeline.index_store(s).checkout("production").count_rows() == served
         hit = Retriever(settings=s, trace=False).search("refund window annual plans", 1).hits[0]
         assert "45 days" in hit.text
+
+
+def test_runs_after_a_rollback_succeed_and_say_promotion_is_held(tmp_path):
+    """After an operator's rollback, runs build and check candidates but promote none until an
+    operator promotes (``promotion.rolled_back``). That is the state the operator chose, not a
+    failure: every scheduled run failing red would page people and hide real failures. The step
+    succeeds, says why nothing was promoted, and the operator's promotion ends the hold."""
+    from ingest_platform import promotion
+
+    root = make_corpus(tmp_path / "src")
+    s = make_settings(tmp_path, root)
+    cfg = write_config(tmp_path, root)
+    with dg.instance_for_test() as instance:
+        assert execute_run(config_file=str(cfg), instance=instance).success
+        store = pipeline.index_store(s)
+        write(root, "products/new.md", "# Comet X\n\nThe Comet X torch is waterproof to 50 metres.\n")
+        assert execute_run(config_file=str(cfg), instance=instance).success
+        back = promotion.rollback(s, why="bad torch", who="ops")
+
+        write(root, "products/new.md", "# Comet X\n\nThe Comet X torch is waterproof to 60 metres.\n")
+        held = execute_run(config_file=str(cfg), instance=instance)
+        assert held.success
+        meta = materializations(held)["production_index"].metadata
+        assert meta["promoted"].value is False and "rolled back" in meta["reason"].value and "bad torch" in meta["reason"].value
+        assert store.version_of("production") == back.to_version != store.version_of("candidate")
+
+        promotion.promote(s, "candidate", why="torch fixed", who="ops")
+        write(root, "products/new.md", "# Comet X\n\nThe Comet X torch is waterproof to 70 metres.\n")
+        resumed = execute_run(config_file=str(cfg), instance=instance)
+        assert resumed.success and materializations(resumed)["production_index"].metadata["promoted"].value is True
+        assert store.version_of("production") == store.version_of("candidate")
