@@ -184,6 +184,19 @@ def test_failing_blocking_check_stops_promotion(tmp_path):
         assert not promoted
 
 
+def _two_releases(tmp_path, instance):
+    """A corpus promoted twice through Dagster runs (the second adds a torch page): what a rollback
+    needs. Returns the source folder, settings, config file and the first production version."""
+    root = make_corpus(tmp_path / "src")
+    s = make_settings(tmp_path, root)
+    cfg = write_config(tmp_path, root)
+    assert execute_run(config_file=str(cfg), instance=instance).success
+    v1 = pipeline.index_store(s).version_of("production")
+    write(root, "products/new.md", "# Comet X\n\nThe Comet X torch is waterproof to 50 metres.\n")
+    assert execute_run(config_file=str(cfg), instance=instance).success
+    return root, s, cfg, v1
+
+
 def test_a_rollback_handed_to_a_run_that_a_check_stops_is_carried_out_when_it_ends(tmp_path):
     """The run's promotion step, one place that carries out a rollback handed to it, is skipped when
     a blocking check fails; the rollback asked for meanwhile is carried out as the run ends."""
@@ -191,15 +204,9 @@ def test_a_rollback_handed_to_a_run_that_a_check_stops_is_carried_out_when_it_en
 
     from .test_cli import cli
 
-    root = make_corpus(tmp_path / "src")
-    s = make_settings(tmp_path, root)
-    cfg = write_config(tmp_path, root)
     with dg.instance_for_test() as instance:
-        assert execute_run(config_file=str(cfg), instance=instance).success
+        root, s, cfg, v1 = _two_releases(tmp_path, instance)
         store = pipeline.index_store(s)
-        v1 = store.version_of("production")
-        write(root, "products/new.md", "# Comet X\n\nThe Comet X torch is waterproof to 50 metres.\n")
-        assert execute_run(config_file=str(cfg), instance=instance).success
 
         @dg.asset_check(asset=definitions.candidate_index, blocking=True, name="fails_after_a_rollback_is_asked")
         def fails_after_a_rollback_is_asked() -> dg.AssetCheckResult:
@@ -317,15 +324,11 @@ def test_runs_after_a_rollback_succeed_and_say_promotion_is_held(tmp_path):
     succeeds, says why nothing was promoted, and the operator's promotion ends the hold."""
     from ingest_platform import promotion
 
-    root = make_corpus(tmp_path / "src")
-    s = make_settings(tmp_path, root)
-    cfg = write_config(tmp_path, root)
     with dg.instance_for_test() as instance:
-        assert execute_run(config_file=str(cfg), instance=instance).success
+        root, s, cfg, v1 = _two_releases(tmp_path, instance)
         store = pipeline.index_store(s)
-        write(root, "products/new.md", "# Comet X\n\nThe Comet X torch is waterproof to 50 metres.\n")
-        assert execute_run(config_file=str(cfg), instance=instance).success
         back = promotion.rollback(s, why="bad torch", who="ops")
+        assert back.to_version == v1
 
         write(root, "products/new.md", "# Comet X\n\nThe Comet X torch is waterproof to 60 metres.\n")
         held = execute_run(config_file=str(cfg), instance=instance)
