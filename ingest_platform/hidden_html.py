@@ -13,13 +13,13 @@ enclose. The markers are private-use code points that the embedding tokenizer ig
 Page furniture: a ``<header>`` or ``<footer>`` that belongs to the page rather than to an article
 or section (HTML's ``banner`` and ``contentinfo`` landmarks, or any element with those roles or
 ``role=navigation``) holds the site menu, the address and the copyright, and a "Skip to main
-content" link (an in-page link for keyboard users, hidden by the site's stylesheet) opens it. unstructured drops
-``<nav>`` and, when a page has one, reads only its ``<main>``; on a page without ``<main>`` the
-landmarks' text would open its first chunk and close its last. unstructured's own
-``skip_headers_and_footers`` removes every ``<header>``, an article's title block included, so
-only the page's landmarks are taken here. Two guards keep content: a page header holding the
-document's only ``<h1>`` is its title block, and nothing is taken from a page that would be left
-with no text.
+content" link (an in-page link for keyboard users, hidden by the site's stylesheet) opens the
+page. unstructured drops ``<nav>`` and, when a page has one, reads only its ``<main>``; on a page
+without ``<main>`` the landmarks' text would open its first chunk and close its last.
+unstructured's own ``skip_headers_and_footers`` removes every ``<header>``, an article's title
+block included, so only the page's landmarks are taken here. Two guards keep content: a page
+header holding the document's only ``<h1>`` is its title block, and nothing is taken from a page
+that would be left with no text.
 
 A document with nothing to mark is returned byte for byte, so this pass never changes how a clean
 document parses. Only inline styles and attributes are read (no stylesheets, no scripts): what a
