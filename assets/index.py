@@ -112,11 +112,10 @@ def production_index(context: dg.AssetExecutionContext, platform: PlatformSettin
     if (held := promotion.rolled_back(store)) is not None:
         # The state an operator chose, not a failure: failing every scheduled run would page people
         # and hide real failures. Revocations still reach production (the security fast path).
-        reason = (f"held: production was rolled back to v{held.to_version} at {held.at[:19]}Z by {held.who} "
-                  f"({held.why}); runs promote nothing until an operator promotes (`ingest-platform promote`)")
+        reason = promotion.held_by(held)
         context.log.warning(reason)
         return dg.MaterializeResult(metadata={"version": tags.get(PRODUCTION), "candidate_version": candidate,
-                                              "promoted": False, "reason": reason})
+                                              "promoted": False, "held_by_rollback": True, "reason": reason})
     try:
         event = promotion.promote(s, candidate, why=f"pipeline run {context.run_id}", who="dagster",
                                   by_run=True, store=store)

@@ -272,6 +272,8 @@ def _run_summary(result, settings) -> dict:
             data = event.event_specific_data
             if getattr(data, "user_failure_data", None) and data.user_failure_data.description:
                 refused = data.user_failure_data.description
+    if assets.get("production_index", {}).get("held_by_rollback"):  # the run succeeded, promoted nothing
+        refused = assets["production_index"]["reason"]
     docs = mf.summarize(mf.load_manifest(settings.state))
     tags = index_store(settings).tags()
     enriched = load_enriched(settings, ["access_groups"])

@@ -284,6 +284,13 @@ def rolled_back(store: IndexStore) -> PromotionEvent | None:
     return None
 
 
+def held_by(rollback_event: PromotionEvent) -> str:
+    """Why a run promotes nothing while ``rolled_back`` holds, in one line."""
+    e = rollback_event
+    return (f"production was rolled back to v{e.to_version} at {e.at[:19]}Z by {e.who} ({e.why}): runs build and "
+            "check candidates but promote none until an operator promotes one (`ingest-platform promote`)")
+
+
 def promote(settings: Settings, ref: str | int = CANDIDATE, *, why: str, who: str | None = None,
             force_reason: str | None = None, confirm_deletions: bool = False, by_run: bool = False,
             store: IndexStore | None = None) -> PromotionEvent:
@@ -321,10 +328,7 @@ def promote(settings: Settings, ref: str | int = CANDIDATE, *, why: str, who: st
     store = store or _store(settings)
     with writer_lock(settings.home, what="promote"):
         if by_run and (rollback_event := rolled_back(store)) is not None:
-            raise PromotionRefused(
-                f"production was rolled back to v{rollback_event.to_version} at {rollback_event.at[:19]}Z by "
-                f"{rollback_event.who} ({rollback_event.why}): runs build and check candidates but promote none "
-                "until an operator promotes one (`ingest-platform promote`)")
+            raise PromotionRefused(held_by(rollback_event))
         version = store.version_of(ref)
         if force_reason:
             log.warning("forced promotion of version %s: %s", version, force_reason)
