@@ -394,9 +394,10 @@ def _page_heads(els: list[_El]) -> set[int]:
     """Running heads printed once (a two-page paper's "2 Z. Shen et al.", a one-page excerpt's
     "454 O. Sanni / Data in Brief 22 (2019) 451-457"), which repetition cannot find: the ids of
     lines that open their page, short, set apart from the line below by more than their own height
-    and more than the document's paragraph break (a double-spaced page's first line is not), and led or ended by the page's number, which is the PDF's page (from page 2 on) or
-    lies within a page range printed on the same line. A section heading that opens a page with
-    the page's number sits on its paragraph, closer than that."""
+    and more than the document's paragraph break (a double-spaced page's first line is not), and
+    led or ended by the page's number, which is the PDF's page (from page 2 on) or lies within a
+    page range printed on the same line. A section heading that opens a page with the page's
+    number sits on its paragraph, closer than that."""
     layout = _layout(els)
     apart = max(1.0, layout.line_gap + 0.35) if layout else 1.0  # in the head's own heights
     out: set[int] = set()
