@@ -10,6 +10,9 @@ run adds one Parquet file, and readers see only complete segments. Paths come fr
 from __future__ import annotations
 
 import os
+import re
+import socket
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +23,33 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ingest_platform.schemas import conform
+
+# A temporary file of another host's writer is taken for a killed writer's after this long: no
+# segment takes an hour to write.
+STALE_TMP_S = 3600.0
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+_TMP_NAME = re.compile(r"\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[0-9a-f]{32}\.tmp$")
+
+
+def _tmp_path(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place: hidden from readers, and naming
+    its writer (host and process), so a cache opened meanwhile can tell it from a leftover."""
+    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
+def _abandoned(tmp: Path) -> bool:
+    """Whether a temporary file's writer is gone: a process of this host that no longer runs, or,
+    for a writer elsewhere, one that has not finished in ``STALE_TMP_S``."""
+    m = _TMP_NAME.search(tmp.name)
+    if m and m["host"] == _HOST:
+        try:
+            os.kill(int(m["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # alive, another user's
+        return False
+    return tmp.stat().st_mtime < time.time() - STALE_TMP_S
 
 
 def is_remote(path) -> bool:
@@ -38,7 +68,7 @@ def atomic_write_bytes(data: bytes, path: Path) -> None:
         path.write_bytes(data)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = _tmp_path(path)
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -52,7 +82,7 @@ def atomic_write_parquet(table: pa.Table, path: Path) -> None:
         pq.write_table(table, where, filesystem=fs)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = _tmp_path(path)
     pq.write_table(table, tmp)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
@@ -64,7 +94,7 @@ def atomic_write_text(text: str, path: Path) -> None:
         path.write_text(text)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = _tmp_path(path)
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -130,8 +160,14 @@ class SegmentStore:
         self.folder, self.schema, self.key = folder, schema, key
         if not is_remote(folder):
             folder.mkdir(parents=True, exist_ok=True)
-            for stale in folder.glob(".*.tmp"):  # left by a killed writer; never visible to readers
-                stale.unlink(missing_ok=True)
+            # Left by a killed writer (never visible to readers); not a live writer's, in a parallel
+            # step, about to be renamed into place.
+            for tmp in folder.glob(".*.tmp"):
+                try:
+                    if _abandoned(tmp):
+                        tmp.unlink(missing_ok=True)
+                except FileNotFoundError:
+                    pass  # renamed into place meanwhile
 
     def _segments(self, tag: str | None = None) -> list[str]:
         pattern = f"segment-{tag}-*.parquet" if tag is not None else "segment-*.parquet"

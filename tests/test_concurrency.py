@@ -431,3 +431,64 @@ def test_property_any_query_gives_results_or_a_query_error(acl_index, text, k, m
     if res is not None:
         assert isinstance(k, int) and not isinstance(k, bool) and 1 <= k and len(res.hits) <= k
         assert not (isinstance(k, float) and math.isnan(k))
+
+
+# ---------------------------------------------------------------------------------------------
+# Caches written by parallel steps
+# ---------------------------------------------------------------------------------------------
+
+
+def _append_segments(folder: str, n: int) -> None:
+    import pyarrow as pa
+
+    from ingest_platform.storage import SegmentStore
+
+    schema = pa.schema([("key", pa.string()), ("value", pa.string())])
+    store = SegmentStore(Path(folder), schema, "key")
+    for i in range(n):
+        store.append(pa.table({"key": [f"{i}-{j}" for j in range(5000)], "value": ["x" * 40] * 5000}, schema=schema))
+
+
+def test_opening_a_cache_never_removes_a_parallel_writers_segment(tmp_path):
+    """Parse and embed steps run in parallel processes (Dagster's multiprocess executor), each
+    opening the parse or embedding cache (``storage.SegmentStore``) while another writes a segment.
+    Opening used to remove every temporary file in the folder as "left by a killed writer",
+    including the one a live writer was about to rename: that writer's step failed."""
+    import pyarrow as pa
+
+    from ingest_platform.storage import SegmentStore
+
+    folder = tmp_path / "cache"
+    schema = pa.schema([("key", pa.string()), ("value", pa.string())])
+    SegmentStore(folder, schema, "key")
+    ctx = multiprocessing.get_context("spawn")
+    writer = ctx.Process(target=_append_segments, args=(str(folder), 150))
+    writer.start()
+    while writer.is_alive():
+        SegmentStore(folder, schema, "key")  # another step opening the cache
+    writer.join()
+    assert writer.exitcode == 0
+    assert SegmentStore(folder, schema, "key").keys() >= {f"{i}-0" for i in range(150)}
+
+
+def test_a_killed_writers_leftover_is_removed_when_a_cache_opens(tmp_path):
+    """What a killed writer leaves (a temporary file naming a process that no longer runs) goes the
+    next time the cache opens; a live writer's stays (above)."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+
+    from ingest_platform.storage import SegmentStore, _tmp_path
+
+    folder = tmp_path / "cache"
+    schema = pa.schema([("key", pa.string()), ("value", pa.string())])
+    SegmentStore(folder, schema, "key")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    mine = _tmp_path(folder / "segment-a.parquet")
+    leftover = mine.with_name(mine.name.replace(f"-{os.getpid()}.", f"-{dead_pid}."))
+    mine.write_bytes(b"half a segment")
+    leftover.write_bytes(b"half a segment")
+    SegmentStore(folder, schema, "key")
+    assert mine.exists() and not leftover.exists()
