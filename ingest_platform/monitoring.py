@@ -36,6 +36,7 @@ from pathlib import Path
 
 from ingest_platform import state, traces
 from ingest_platform.config import Settings
+from ingest_platform.storage import atomic_write_text
 
 _WORD = re.compile(r"\w+")
 # Function words carry no topic; leaving them out keeps the unseen-term share about content.
@@ -130,10 +131,8 @@ def corpus_vocabulary(settings: Settings) -> tuple[set[str], int | None]:
         for value in data.column(column).to_pylist():
             if value:
                 vocab.update(_WORD.findall(value.casefold()))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text("\n".join(sorted(vocab)), encoding="utf-8")
-    tmp.replace(cache)
+    # One temporary file per writer: two processes filling the cache at once must not share one.
+    atomic_write_text("\n".join(sorted(vocab)), cache)
     return vocab, version
 
 

@@ -90,12 +90,13 @@ def atomic_write_parquet(table: pa.Table, path: Path) -> None:
 
 
 def atomic_write_text(text: str, path: Path) -> None:
+    """``text`` as UTF-8 at ``path``, whole or not at all (locally: written aside, then renamed)."""
     if is_remote(path):
-        path.write_text(text)
+        path.write_text(text, encoding="utf-8")
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
