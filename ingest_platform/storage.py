@@ -38,8 +38,9 @@ def _tmp_path(path: Path) -> Path:
 
 
 def _abandoned(tmp: Path) -> bool:
-    """Whether a temporary file's writer is gone: a process of this host that no longer runs, or,
-    for a writer elsewhere, one that has not finished in ``STALE_TMP_S``."""
+    """Whether a temporary file's writer is gone: a process of this host that no longer runs, or
+    any writer (one elsewhere, or a process id since reused) that has not finished in
+    ``STALE_TMP_S``."""
     m = _TMP_NAME.search(tmp.name)
     if m and m["host"] == _HOST:
         try:
@@ -47,8 +48,7 @@ def _abandoned(tmp: Path) -> bool:
         except ProcessLookupError:
             return True
         except PermissionError:
-            return False  # alive, another user's
-        return False
+            pass  # alive, another user's
     return tmp.stat().st_mtime < time.time() - STALE_TMP_S
 
 
