@@ -157,6 +157,8 @@ def _page_furniture(body) -> list:
             visit(child, sectioned or tag in _SECTIONING)
 
     visit(body, False)
+    if not found:  # most documents: no second pass over the body
+        return []
     top_headings = len(body.findall(".//h1"))
 
     def title_block(el) -> bool:
