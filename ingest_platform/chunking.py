@@ -295,20 +295,26 @@ def split_sentences(text: str) -> list[tuple[str, str]]:
 
 
 def table_rows(text: str, html: str | None) -> tuple[list[str], list[str]]:
-    """``(header rows, body rows)`` rendered as ``"a | b | c"`` lines.
+    """``(header rows, body rows)`` rendered as ``"a | b | c"`` lines (see ``table_cells``)."""
+    head, body = table_cells(text, html)
+    return [_render_row(r) for r in head], [_render_row(r) for r in body]
+
+
+def table_cells(text: str, html: str | None) -> tuple[list[list[str]], list[list[str]]]:
+    """``(header rows, body rows)``, each row a list of cell texts.
 
     The HTML is used when present because it is the only place the row/cell structure survives;
-    otherwise the text's lines are the rows and the first line is taken as the header.
+    otherwise the text's lines are the rows (one cell each) and the first line is taken as the header.
     """
     if html and html.strip():
         parsed = _parse_html_table(html)
         if parsed is not None:
             return parsed
     lines = [_WS.sub(" ", line).strip() for line in (text or "").splitlines()]
-    lines = [line for line in lines if line]
-    if len(lines) > 1:
-        return lines[:1], lines[1:]
-    return [], lines
+    rows = [[line] for line in lines if line]
+    if len(rows) > 1:
+        return rows[:1], rows[1:]
+    return [], rows
 
 
 def chunk_id(doc_id: str, chunk_index: int, text: str) -> str:
@@ -400,8 +406,13 @@ def _prepare_pieces(
         for block in section.blocks:
             for j, i in enumerate(block.elems):
                 if block.kind == "table":
-                    head, body = table_rows(elems[i].text, elems[i].html)
-                    raw[i] = ([_spec(r, "\n", _ROW, texts) for r in head], [_spec(r, "\n", _ROW, texts) for r in body])
+                    head, body = table_cells(elems[i].text, elems[i].html)
+                    raw[i] = _TableSpec(
+                        [_spec(_render_row(r), "\n", _ROW, texts) for r in head],
+                        [_spec(_render_row(r), "\n", _ROW, texts) for r in body],
+                        _column_names(head),
+                        body,
+                    )
                 else:
                     first_sep = "\n" if block.kind == "list" and j else "\n\n"
                     raw[i] = _sentence_specs(elems[i].text, first_sep, _BODY, texts)
@@ -409,7 +420,7 @@ def _prepare_pieces(
     splitter = _LongSplitter(tokenizer)
     out: dict[int, Any] = {}
     for i, spec in raw.items():
-        if isinstance(spec, tuple):
+        if isinstance(spec, _TableSpec):
             out[i] = _table_pieces(i, spec, texts, counts, max_tokens, splitter)
         else:
             out[i] = _materialize(i, spec, texts, counts, max_tokens, splitter)
@@ -441,21 +452,90 @@ def _materialize(
     return out
 
 
-def _table_pieces(
-    src: int, spec: tuple[list, list], texts: list[str], counts: list[int], limit: int, splitter: _LongSplitter
-) -> tuple[list[_Piece], list[_Piece]]:
-    """Header and body row pieces, body rows cut to fit beside a repeated header.
+@dataclass
+class _TableSpec:
+    head: list[tuple[int, str, int]]  # rendered header rows (specs into the document's texts)
+    body: list[tuple[int, str, int]]  # rendered body rows
+    names: list[str]  # per column, its header cells joined
+    cells: list[list[str]]  # body rows' cells, for rows written as named cells
 
-    A header taking more than half the limit is not repeated (it would leave too little room for
-    data) and becomes an ordinary row instead.
+
+def _table_pieces(
+    src: int, spec: _TableSpec, texts: list[str], counts: list[int], limit: int, splitter: _LongSplitter
+) -> tuple[list[_Piece], list[_Piece]]:
+    """Header and body row pieces, body rows fitted beside a repeated header.
+
+    Why named cells: a value cut off from its header row means nothing to a reader or to retrieval
+    ("-0.19 | 0.04"). So a row too long to fit beside the header is written as ``column: value``
+    cells, cut between cells, every piece led by the row's first cell (its key). A header taking
+    more than half the limit is not repeated (it would leave too little room for data); then every
+    row is written that way, since no chunk would show the column names. Without column structure
+    (a table known only as text lines) a long row is cut at token boundaries like a long sentence,
+    and an over-long header becomes an ordinary row.
     """
-    head_specs, body_specs = spec
+    head_specs, body_specs = spec.head, spec.body
     head_tokens = sum(counts[t] for t, _, _ in head_specs)
-    if head_specs and head_tokens > limit // 2:
-        head_specs, body_specs, head_tokens = [], head_specs + body_specs, 0
+    named = len(spec.names) > 1
+    wide = bool(head_specs) and head_tokens > limit // 2
+    if wide:
+        head_specs, head_tokens = [], 0
+        if not named:  # no columns to name values by: the header is an ordinary row
+            body_specs = spec.head + body_specs
+    room = limit - head_tokens
     head = _materialize(src, head_specs, texts, counts, limit, splitter)
-    body = _materialize(src, body_specs, texts, counts, limit - head_tokens, splitter)
+    long_rows = [k for k, (t, _, _) in enumerate(body_specs) if named and (wide or counts[t] > room)]
+    as_cells = dict(zip(long_rows, _named_rows(src, [spec.cells[k] for k in long_rows], spec.names, room, splitter)))
+    body: list[_Piece] = []
+    for k, row in enumerate(body_specs):
+        body += as_cells[k] if k in as_cells else _materialize(src, [row], texts, counts, room, splitter)
     return head, body
+
+
+def _column_names(head: list[list[str]]) -> list[str]:
+    """A column's name: its header cells, top to bottom ("2023" over "Revenue": "2023 Revenue")."""
+    width = max((len(r) for r in head), default=0)
+    return [" ".join(r[c] for r in head if c < len(r) and r[c]) for c in range(width)]
+
+
+def _named_rows(
+    src: int, rows: list[list[str]], names: list[str], limit: int, splitter: _LongSplitter
+) -> list[list[_Piece]]:
+    """Each row as ``name: value`` cells joined by ``CELL_SEP``, packed into pieces of at most
+    ``limit`` tokens, each piece after the first led by the row's key cell again.
+
+    Token counts of all cells come from one tokenizer call; a packed piece is counted again (the
+    sum is exact only for word-piece tokenizers) and one still over the limit, or a single cell
+    longer than it, is cut at token boundaries.
+    """
+    named = [[f"{names[c]}: {v}" if c < len(names) and names[c] else v for c, v in enumerate(r) if v] for r in rows]
+    flat = [cell for row in named for cell in row]
+    sizes = iter(count_tokens(splitter.tokenizer, flat + [CELL_SEP.strip()]))
+    cell_counts = [[next(sizes) for _ in row] for row in named]
+    sep_tokens = next(sizes)
+    packed: list[list[str]] = []
+    for row, ns in zip(named, cell_counts):
+        pieces: list[str] = []
+        key, key_n = (row[0], ns[0]) if row and ns[0] + sep_tokens <= limit // 2 else (None, 0)
+        cur, used = [], 0
+        for cell, n in zip(row, ns):
+            if cur and used + sep_tokens + n > limit:
+                pieces.append(CELL_SEP.join(cur))
+                cur, used = ([key], key_n) if key is not None else ([], 0)
+            used += n + (sep_tokens if cur else 0)
+            cur.append(cell)
+        if cur:
+            pieces.append(CELL_SEP.join(cur))
+        packed.append(pieces)
+    recount = iter(count_tokens(splitter.tokenizer, [p for pieces in packed for p in pieces]))
+    out: list[list[_Piece]] = []
+    for pieces in packed:
+        row_out: list[_Piece] = []
+        for text in pieces:
+            n = next(recount)
+            cuts = [(text, n)] if n <= limit else splitter.split(text, limit)
+            row_out += [_Piece(cut, m, "\n", src, _ROW) for cut, m in cuts]
+        out.append(row_out)
+    return out
 
 
 class _LongSplitter:
@@ -907,8 +987,8 @@ class _TableParser(HTMLParser):
         self._close_row()
 
 
-def _parse_html_table(html: str) -> tuple[list[str], list[str]] | None:
-    """Rendered ``(header rows, body rows)``; None when the HTML holds no cell text.
+def _parse_html_table(html: str) -> tuple[list[list[str]], list[list[str]]] | None:
+    """``(header rows, body rows)`` of cell texts; None when the HTML holds no cell text.
 
     Empty rows and columns (layout spacers in HTML filings) are dropped. Without marked header rows,
     the first row of a multi-row table is taken as the header.
@@ -925,20 +1005,21 @@ def _parse_html_table(html: str) -> tuple[list[str], list[str]] | None:
         return None
     width = max(len(cells) for cells, _ in rows)
     keep = [c for c in range(width) if any(c < len(cells) and cells[c] for cells, _ in rows)]
-    rendered = [(_render_row([cells[c] if c < len(cells) else "" for c in keep]), head) for cells, head in rows]
+    kept = [([cells[c] if c < len(cells) else "" for c in keep], head) for cells, head in rows]
     n_head = 0
-    while n_head < len(rendered) and rendered[n_head][1]:
+    while n_head < len(kept) and kept[n_head][1]:
         n_head += 1
-    if n_head == 0 and len(rendered) > 1:
+    if n_head == 0 and len(kept) > 1:
         n_head = 1
-    if n_head == len(rendered):  # nothing but header rows: they are the data
+    if n_head == len(kept):  # nothing but header rows: they are the data
         n_head = 0
-    lines = [text for text, _ in rendered]
-    return lines[:n_head], lines[n_head:]
+    cells = [c for c, _ in kept]
+    return cells[:n_head], cells[n_head:]
 
 
 def _render_row(cells: list[str]) -> str:
     """``"a | b | c"``; trailing empty cells (a row narrower than the table) are left out."""
-    while cells and not cells[-1]:
-        cells.pop()
-    return CELL_SEP.join(cells)
+    end = len(cells)
+    while end and not cells[end - 1]:
+        end -= 1
+    return CELL_SEP.join(cells[:end])

@@ -480,7 +480,9 @@ class Settings(BaseSettings):
             # heading it opens with (enrichment).
             # 6: a running head printed once that carries its page's number is furniture, and the
             # cells of a table row the partitioner did not see are never headings.
-            "pipeline": 6,
+            # 7: a table row too long to fit beside its header is written as named cells
+            # (``column: value``), and so is every row of a table whose header cannot be repeated.
+            "pipeline": 7,
             # The per-document guardrail policy decides the enriched text (corpus-wide settings,
             # boilerplate and near-duplicates, are applied after enrichment and need no re-chunk).
             "guardrails": {"policy": self.guardrails.policy,

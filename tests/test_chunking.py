@@ -304,6 +304,55 @@ def test_table_header_without_thead_and_spacer_columns():
     assert table_rows("single line", "<table></table>") == ([], ["single line"])
 
 
+def named_cells(line: str) -> list[tuple[str, str]]:
+    """``"a: 1 | b: 2"`` -> ``[("a", "1"), ("b", "2")]``."""
+    return [tuple(cell.split(": ", 1)) for cell in line.split(" | ")]
+
+
+def test_a_row_too_long_for_one_chunk_is_cut_between_cells_that_name_their_column(tok):
+    header = ["Part", "Material", "Finish", "Supplier", "Notes", "Remarks"]
+    data = [["p-1", "steel", "matte", "Acme", "none", "none"],
+            ["p-2", *(f"{name.lower()} of the second part, described in a dozen plain words" for name in header[1:])]]
+    rows = run(tok, els(("Table", "flattened", {"text_as_html": html_table(header, data)})), max_tokens=64)
+    assert len(rows) > 2
+    seen = []
+    for r in rows:
+        lines = r["text"].split("\n")
+        assert lines[0] == " | ".join(header)  # the header still leads every chunk of the table
+        for line in lines[1:]:
+            if line == " | ".join(data[0]):  # the short row fits beside the header as it is
+                continue
+            cells = named_cells(line)
+            assert cells[0] == ("Part", "p-2")  # each piece says which row it continues
+            seen += cells[1:] if seen else cells
+    assert seen == list(zip(header, data[1]))  # every value once, in order, with its column
+
+
+def test_a_table_whose_header_cannot_be_repeated_names_the_column_of_every_value(tok, example):
+    import csv
+    path = need(EXAMPLE_DOCS / "csv-with-long-lines.csv")
+    header, *body = csv.reader(path.open(newline=""))
+    assert len(header) > 300
+    rows = run(tok, example(path.name))
+    found = set()
+    for r in rows:
+        for line in r["text"].splitlines():
+            (key, label), *cells = named_cells(line)
+            assert key == header[0], line[:80]  # every line starts with the row it belongs to
+            found |= {(label, name, value) for name, value in cells}
+    expected = {(row[0], name, value) for row in body for name, value in zip(header[1:], row[1:]) if value}
+    assert expected <= found
+
+
+def test_a_table_known_only_as_lines_keeps_an_overlong_first_line_once_as_a_row(tok):
+    header = " ".join(f"heading{i}" for i in range(20))
+    assert 32 < ntok(tok, header) <= 64  # more than half the limit: too long to repeat
+    lines = [header] + [f"row {i} value {i * 7}" for i in range(30)]
+    rows = run(tok, els(("Table", "\n".join(lines))), max_tokens=64)
+    assert len(rows) > 1
+    assert [line for r in rows for line in r["text"].split("\n")] == lines  # no line repeated or named
+
+
 def test_title_leads_its_table(tok):
     html = html_table(["Team", "Cups"], [["Blues", "1"]], thead=False)
     rows = run(tok, els(("Title", "Stanley Cups"), ("Table", "Team Cups Blues 1", {"text_as_html": html})))
