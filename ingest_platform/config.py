@@ -27,8 +27,9 @@ from ingest_platform.models import DEFAULT_MODEL
 # reused. 2: records get their language detected. 3: a web page's own banner, footer and navigation
 # are not its content (``hidden_html``); an e-mail opens with its subject as a Title, and the
 # headings guessed from plain text (a .txt file, a message's body) pass the heading guard; a Word
-# document's headings set in the Normal style are Titles where they head body text.
-PARSER_REVISION = 3
+# document's headings set in the Normal style are Titles where they head body text. 4: a web page's
+# table of nothing but links (a layout table's site menu) is navigation.
+PARSER_REVISION = 4
 
 CONFIG_ENV = "INGEST_PLATFORM_CONFIG"
 DEFAULT_CONFIG_NAME = "ingest-platform.toml"

@@ -15,7 +15,9 @@ or section (HTML's ``banner`` and ``contentinfo`` landmarks, or any element with
 ``role=navigation``) holds the site menu, the address and the copyright, and a "Skip to main
 content" link (an in-page link for keyboard users, hidden by the site's stylesheet) opens the
 page. unstructured drops ``<nav>`` and, when a page has one, reads only its ``<main>``; on a page
-without ``<main>`` the landmarks' text would open its first chunk and close its last.
+without ``<main>`` the landmarks' text would open its first chunk and close its last. Pages laid
+out in tables, with no landmarks, hold their menu in a table of nothing but links (three or more,
+with no word outside them), which is navigation too.
 unstructured's own ``skip_headers_and_footers`` removes every ``<header>``, an article's title
 block included, so only the page's landmarks are taken here. Two guards keep content: a page
 header holding the document's only ``<h1>`` is its title block, and nothing is taken from a page
@@ -137,6 +139,17 @@ def _has_text(el) -> bool:
 
 _SECTIONING = frozenset({"article", "aside", "main", "nav", "section"})
 _SKIP_LINK = re.compile(r"\s*(?:skip|jump)\s+(?:to|navigation)\b", re.IGNORECASE)
+_WORD = re.compile(r"\w")
+MENU_MIN_LINKS = 3
+
+
+def _link_menu(table) -> bool:
+    """A table of at least ``MENU_MIN_LINKS`` links and, outside them, no letter or digit (only
+    separators such as ``|`` or ``->``): a layout table holding a site menu."""
+    links = [a.text_content() for a in table.iter("a") if a.get("href")]
+    if sum(1 for text in links if _WORD.search(text)) < MENU_MIN_LINKS:
+        return False
+    return len(_WORD.findall(table.text_content())) == sum(len(_WORD.findall(text)) for text in links)
 
 
 def _page_furniture(body) -> list:
@@ -152,6 +165,9 @@ def _page_furniture(body) -> list:
             return
         if tag == "a" and (el.get("href") or "").startswith("#") and _SKIP_LINK.match(el.text_content() or ""):
             found.append(el)  # a skip link
+            return
+        if tag == "table" and _link_menu(el):
+            found.append(el)
             return
         for child in el:
             visit(child, sectioned or tag in _SECTIONING)

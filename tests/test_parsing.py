@@ -399,6 +399,35 @@ def test_only_the_pages_own_landmarks_are_furniture():
     assert "Only this" in _texts("<html><body><footer><p>Only this text.</p></footer></body></html>")
 
 
+def test_a_real_pages_link_menu_table_stays_out(example_results):
+    """The shared datasheet lays its page out in tables (no landmarks): the site menu is a table of
+    nothing but links, and it used to become a Table element of its own at the top."""
+    rel = "example-steelJIS-datasheet.html"
+    if rel not in example_results:
+        pytest.skip(f"{rel} not among the example documents")
+    joined = "\n".join(example_results[rel]["text"].to_pylist())
+    assert "About us" not in joined and "Korean steels" not in joined  # the menu
+    assert "SNB22-3 Chemical composition, standards and properties" in joined
+    assert "Alloy steel bars for special application bolting materials" in joined  # its data tables stay
+    assert "Japanese steel grading ->" in joined  # a breadcrumb ending in the page's own name is not only links
+
+
+def test_a_table_of_nothing_but_links_is_navigation():
+    body = "<table><tr><th>Plan</th><th>Refund window</th></tr><tr><td>Annual</td><td>thirty days</td></tr></table>"
+    menu = ("<table><tr><td><a href='/'>Home</a></td><td>|</td><td><a href='/plans'>Plans</a></td>"
+            "<td><a href='/help'>Help desk</a></td></tr></table>")
+    page = _texts(f"<html><body>{menu}<h1>Refunds</h1>{body}</body></html>")
+    assert "Help desk" not in page and "thirty days" in page
+    # A table whose links sit beside other text, or that has only two links, is content.
+    kept = _texts("<html><body><table><tr><td><a href='/a'>Form A</a></td><td>for annual plans</td></tr>"
+                  "<tr><td><a href='/b'>Form B</a></td><td>for monthly plans</td></tr>"
+                  "<tr><td><a href='/c'>Form C</a></td><td>for gift cards</td></tr></table>"
+                  f"<table><tr><td><a href='/x'>Terms</a></td><td><a href='/y'>Privacy</a></td></tr></table>{body}</body></html>")
+    assert "Form C" in kept and "Privacy" in kept
+    # A page that is only a menu keeps it (it would have no content left).
+    assert "Help desk" in _texts(f"<html><body>{menu}</body></html>")
+
+
 # ---------------------------------------------------------------------------------------------
 # E-mail: the subject is the heading the message opens with; a guessed heading is a real one
 # ---------------------------------------------------------------------------------------------
