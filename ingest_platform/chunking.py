@@ -515,15 +515,18 @@ def _named_rows(
     packed: list[list[str]] = []
     for row, ns in zip(named, cell_counts):
         pieces: list[str] = []
-        key, key_n = (row[0], ns[0]) if row and ns[0] + sep_tokens <= limit // 2 else (None, 0)
-        cur, used = [], 0
-        for cell, n in zip(row, ns):
-            if cur and used + sep_tokens + n > limit:
+        if row and ns[0] + sep_tokens <= limit // 2:  # the key leads every piece
+            lead, lead_n, cells = row[:1], ns[0], zip(row[1:], ns[1:])
+        else:
+            lead, lead_n, cells = [], 0, zip(row, ns)
+        cur, used = list(lead), lead_n
+        for cell, n in cells:
+            if len(cur) > len(lead) and used + sep_tokens + n > limit:
                 pieces.append(CELL_SEP.join(cur))
-                cur, used = ([key], key_n) if key is not None else ([], 0)
+                cur, used = list(lead), lead_n
             used += n + (sep_tokens if cur else 0)
             cur.append(cell)
-        if cur:
+        if cur and (len(cur) > len(lead) or not pieces):
             pieces.append(CELL_SEP.join(cur))
         packed.append(pieces)
     recount = iter(count_tokens(splitter.tokenizer, [p for pieces in packed for p in pieces]))

@@ -328,6 +328,16 @@ def test_a_row_too_long_for_one_chunk_is_cut_between_cells_that_name_their_colum
     assert seen == list(zip(header, data[1]))  # every value once, in order, with its column
 
 
+def test_a_cell_longer_than_a_chunk_is_cut_and_no_piece_is_its_rows_key_alone(tok):
+    header = ["Part", "Notes", "Supplier"]
+    notes = " ".join(f"note{i}" for i in range(120))
+    data = [["p-1", notes, "Acme"]]
+    rows = run(tok, els(("Table", "flattened", {"text_as_html": html_table(header, data)})), max_tokens=64)
+    lines = [line for r in rows for line in r["text"].split("\n")[1:]]
+    assert all(line != "Part: p-1" for line in lines)
+    assert words(" ".join(lines)) >= words(notes + " p-1 Acme")
+
+
 def test_a_table_whose_header_cannot_be_repeated_names_the_column_of_every_value(tok, example):
     import csv
     path = need(EXAMPLE_DOCS / "csv-with-long-lines.csv")
