@@ -483,7 +483,9 @@ class Settings(BaseSettings):
             # cells of a table row the partitioner did not see are never headings.
             # 7: a table row too long to fit beside its header is written as named cells
             # (``column: value``), and so is every row of a table whose header cannot be repeated.
-            "pipeline": 7,
+            # 8: a PDF list item holding further bullets is one item each, and a bulleted item
+            # never continues the line before it.
+            "pipeline": 8,
             # The per-document guardrail policy decides the enriched text (corpus-wide settings,
             # boilerplate and near-duplicates, are applied after enrichment and need no re-chunk).
             "guardrails": {"policy": self.guardrails.policy,

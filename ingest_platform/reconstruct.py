@@ -21,7 +21,9 @@ What ``reconstruct`` does to one document's elements, in order:
 3. **Lines are joined into paragraphs** when they continue each other: same page and column,
    the same font height, a vertical gap no larger than the document's own line spacing, and
    aligned left edges; or, across a page or column break, when the first ends mid-sentence and the
-   second starts in lower case. A short line ending a sentence ends its paragraph.
+   second starts in lower case. A short line ending a sentence ends its paragraph, and a
+   bulleted item (one the partitioner found a bullet on) starts one. A list item that holds
+   further bullets (pdfminer set several items in one text box) is one item each.
 4. **End-of-line hyphenation** is undone where the joined word is a word (it occurs elsewhere in
    the document or in the model's vocabulary: ``infor-`` + ``mation``); otherwise the hyphen is
    kept and the space dropped (``diffusion-`` + ``weighted`` -> ``diffusion-weighted``).
@@ -155,6 +157,7 @@ def reconstruct(elements: pa.Table, *, is_word: Callable[[str], bool] | None = N
     # Numbers standing alone once lines are joined (page numbers, axis ticks): a number that ends
     # a wrapped sentence was joined to it above.
     els = [e for e in els if not (e.type in TEXT_TYPES and _NUMERIC.match(e.text.strip()) and len(e.text.strip()) <= 12)]
+    els = _split_inline_bullets(els)
     for e in els:
         if e.type == "UncategorizedText" and classify is not None:
             e.type = "NarrativeText" if is_fragment(e.text) or e.cell else classify(e.text)
@@ -422,6 +425,23 @@ def _page_heads(els: list[_El]) -> set[int]:
     return out
 
 
+# Bullet glyphs (a hyphen, a dash or a middle dot inside a line is text).
+_INLINE_BULLET = re.compile(r"\s+[\u2022\u25cf\u25aa\u25e6\u2023\u2043\u25a0\u25ba\u27a2]\s+")
+
+
+def _split_inline_bullets(els: list[_El]) -> list[_El]:
+    """Items printed in one text box, "What are product types? ● What challenges arise?", one
+    list item each. pdfminer groups closely set lines into a box and unstructured makes a box one
+    element: a list item, its first bullet taken off and the others left inside. Only list items
+    are split: in running text a bullet can be an operator ("6 Ω • cm2")."""
+    out: list[_El] = []
+    for e in els:
+        parts = _INLINE_BULLET.split(e.text) if e.type == "ListItem" else [e.text]
+        parts = [part.strip() for part in parts if part.strip()]
+        out += [replace(e, text=part) for part in parts] if len(parts) > 1 else [e]
+    return out
+
+
 def _drop_furniture(els: list[_El]) -> list[_El]:
     running = _running_lines(els) | _page_heads(els)
     out = []
@@ -549,8 +569,8 @@ def _continues(prev: _El, e: _El, layout: _Layout | None, para_x0: float | None)
         return False  # a numbered point (after a finished sentence, or after another point);
         # "64) were analyzed" after "... (n =" is the same sentence going on
     carries_on = not _ends_sentence(prev_text) and _starts_lower(text)
-    if e.type == "ListItem" and (_ends_sentence(prev_text) or prev.type == "ListItem"):
-        return False  # the partitioner saw an item marker, and the line before it was done
+    if e.type == "ListItem" and (_ends_sentence(prev_text) or prev.type == "ListItem" or not _NUMBERED.match(text)):
+        return False  # the partitioner saw an item marker (a bullet it took off, or a number after a done line)
     # Across a page or column break the geometry says nothing: only the text can.
     if layout is None or prev.box is None or e.box is None or prev.page != e.page:
         return carries_on

@@ -494,3 +494,22 @@ def test_a_table_header_row_is_no_heading(tok):
     paper = need(EXAMPLE_DOCS / "pdf" / "multi-column-2p.pdf")
     out = reconstruct(parsed(paper), is_word=tok.vocab.__contains__, classify=classify_paragraph).to_pylist()
     assert {"Abstract", "1 Introduction", "2 Background", "3.1 Overview"} <= {r["text"] for r in out if r["type"] == "Title"}
+
+
+def test_bulleted_items_printed_in_one_text_box_become_one_item_each(tok):
+    """pdfminer groups closely set lines into one text box and unstructured makes a box one
+    element, so the shared course outline's items came out as "What are product types? ● What
+    challenges may arise in development?", one item with a bullet inside it."""
+    path = need(EXAMPLE_DOCS / "pdf" / "list-item-example.pdf")
+    raw = parsed(path)
+    assert any(" \u25cf " in t for t in raw["text"].to_pylist())  # what the partitioner gives
+    els = reconstruct(raw, is_word=tok.vocab.__contains__, classify=classify_paragraph).to_pylist()
+    assert not any(" \u25cf " in e["text"] for e in els)
+    items = [e["text"] for e in els if e["type"] == "ListItem"]
+    for text in ("What are product types?", "What challenges may arise in development?", "Case study",
+                 "Prototyping methodologies", "Who should lead the development?"):
+        assert text in items
+    def alpha(texts):
+        return set(re.findall(r"[A-Za-z]+", " ".join(texts)))
+
+    assert alpha(e["text"] for e in els) >= alpha(raw["text"].to_pylist())  # nothing lost
